@@ -1,0 +1,95 @@
+# leadscore: every task a user or CI runs, in one place. `make` (or `make help`) lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON_VERSION ?= 3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.synced
+SAMPLE_LEADS ?= 20000
+DATA_DIR := data/sample
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# uv from PATH, else installed for this user by pip (a fresh machine has only Python).
+UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+
+.PHONY: help
+help: ## List the targets with what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	python3 -m pip install --quiet --user uv
+
+$(STAMP): requirements.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing -p $(PYTHON_VERSION) $(VENV)
+	$(UV) pip sync --quiet -p $(PY) requirements.lock
+	$(UV) pip install --quiet -p $(PY) --no-deps -e .
+	@touch $@
+
+.PHONY: setup
+setup: $(STAMP) ## Create .venv and install the pinned dependencies (uv; installs uv if missing)
+
+.PHONY: lock
+lock: | $(UV) ## Re-pin requirements.lock from pyproject.toml's ranges
+	$(UV) pip compile --quiet --no-header pyproject.toml --extra dev -p $(PYTHON_VERSION) -o requirements.lock
+
+.PHONY: data
+data: $(STAMP) ## Generate the synthetic sample CRM into data/sample (SAMPLE_LEADS=20000)
+	$(PY) -m training.cli data --n-leads $(SAMPLE_LEADS) --out $(DATA_DIR)
+
+$(DATA_DIR)/leads.csv:
+	$(MAKE) data
+
+.PHONY: train
+train: $(STAMP) $(DATA_DIR)/leads.csv ## Train on the sample data, log to MLflow, register a challenger
+	$(PY) -m training.cli train --config sample
+
+.PHONY: eval-real
+eval-real: $(STAMP) ## 5-fold cross-validation on ../shared/data/x_education/Leads.csv
+	$(PY) -m training.cli eval-real --config x_education
+
+.PHONY: promote
+promote: $(STAMP) ## Move `champion` to the challenger if it is not worse (ARGS=--force overrides)
+	$(PY) -m training.cli promote $(ARGS)
+
+.PHONY: rollback
+rollback: $(STAMP) ## Return `champion` to the previous version
+	$(PY) -m training.cli rollback
+
+.PHONY: models
+models: $(STAMP) ## List registered model versions and their aliases
+	$(PY) -m training.cli models
+
+.PHONY: test
+test: $(STAMP) ## Run every test, slow ones included (what CI runs)
+	$(PY) -m pytest -m "slow or not slow" -q
+
+.PHONY: test-fast
+test-fast: $(STAMP) ## Run the fast tests only
+	$(PY) -m pytest -q
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint + format check) and mypy over the packages
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+.PHONY: format
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks: feature building, sample generation, training (figures to stdout)
+	$(PY) -m benchmarks.features
+	$(PY) -m benchmarks.training
+
+.PHONY: mlflow-ui
+mlflow-ui: $(STAMP) ## Browse the embedded MLflow store on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+.PHONY: clean
+clean: ## Remove generated data, the MLflow store and caches (keeps .venv)
+	rm -rf data mlruns mlflow.db .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""The readiness model as an MLflow pyfunc, so any MLflow tool can load and serve it.
+
+``mlflow.pyfunc.load_model``, ``mlflow models serve`` and ``spark_udf`` all speak
+pandas: a frame in, a frame out. Each input row is one lead: its profile fields by
+canonical name, optionally ``as_of`` (default: now) and ``actions``, a list of
+``{"type", "at"}`` objects (or the same list as a JSON string, which is what some
+clients can send through a flat table). The saved model folder itself (JSON plus
+LightGBM text files) travels as an artifact; this class only adapts the interface.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import Array, ColSpec, Object, Property, Schema, TensorSpec
+
+from features.batch import ACTION_TIME_KEY, ACTION_TYPE_KEY, ACTIONS_KEY, AS_OF_KEY
+from features.spec import BooleanField, CategoricalField, FeatureSpec
+from models.readiness import ReadinessModel
+
+ARTIFACT_KEY = "readiness_model"
+#: Packages the model needs at load time, pinned to the versions it was trained with.
+RUNTIME_PACKAGES = ("lightgbm", "numpy", "pandas", "scikit-learn", "pydantic", "PyYAML", "mlflow")
+
+
+class ReadinessPyfunc(PythonModel):
+    """Adapter: pandas rows of leads → probabilities, score, grade, category, reasons."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = ReadinessModel.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        rows = model_input.to_dict(orient="records")
+        records = [_clean_record({str(k): v for k, v in r.items()}) for r in rows]
+        reasons = int((params or {}).get("reasons", 3))
+        return score_records(self.model, records, reasons=reasons)
+
+
+def score_records(
+    model: ReadinessModel, records: list[dict[str, Any]], *, reasons: int = 3
+) -> pd.DataFrame:
+    """Score dict-shaped leads in one pass; reasons as a JSON string column."""
+    matrix = model.builder.build(records)
+    id_column = model.builder.spec.id_column
+    ids = [None if r.get(id_column) is None else str(r.get(id_column)) for r in records]
+    out = model.score_matrix(matrix.values, ids=ids)
+    if reasons:
+        out["reasons"] = [
+            json.dumps({k: [x.to_dict() for x in v] for k, v in r.items()})
+            for r in model.reason_sets(matrix.values, reasons)
+        ]
+    return out
+
+
+def signature(spec: FeatureSpec, stages: list[str]) -> ModelSignature:
+    """The pyfunc's schema, written from the spec rather than inferred from two examples.
+
+    Inference would mark every column of the example "required" and guess integer types;
+    a lead may omit any profile field (it is then a reported missing value).
+    """
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("string", spec.id_column, required=False)]
+    for f in spec.feature_fields:
+        kind = "string" if isinstance(f, CategoricalField) else "double"
+        if isinstance(f, BooleanField):
+            kind = "boolean"
+        inputs.append(ColSpec(kind, f.name, required=False))
+    if spec.created_at_column:
+        inputs.append(ColSpec("string", spec.created_at_column, required=False))
+    inputs.append(ColSpec("string", AS_OF_KEY, required=False))
+    if spec.actions is not None:
+        action = Object([Property(ACTION_TYPE_KEY, "string"), Property(ACTION_TIME_KEY, "string")])
+        inputs.append(ColSpec(Array(action), ACTIONS_KEY, required=False))
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "lead_id", required=False)]
+    outputs += [ColSpec("double", f"p_{s}") for s in stages]
+    outputs += [ColSpec("long", "score"), ColSpec("string", "grade"), ColSpec("string", "category")]
+    outputs += [ColSpec("string", "model_version"), ColSpec("string", "reasons", required=False)]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def _clean_record(row: dict[str, Any]) -> dict[str, Any]:
+    """Undo what a pandas round trip does to a lead: NaN for None, JSON text for lists."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        if key == ACTIONS_KEY and isinstance(value, str):
+            value = json.loads(value)
+        out[key] = value
+    return out
+
+
+def pinned_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def code_paths() -> list[str]:
+    """The project packages the model's code lives in, shipped with the model."""
+    root = Path(__file__).resolve().parents[1]
+    return [str(root / "features"), str(root / "models")]

@@ -1,0 +1,289 @@
+"""The purchase-readiness model: features, one calibrated LightGBM head per stage, policy.
+
+Everything a score needs travels together in one object and one folder: the fitted
+feature builder, a booster and calibrator per scored stage (MQL, SQL, ...), the
+thresholds and grade bands chosen on validation data, and metadata. Training builds
+it; MLflow stores it; the API and batch scoring load it. Its fast path scores one
+lead from a dict with numpy and single-threaded LightGBM, no pandas.
+
+Guarantees, in code below rather than in hope:
+
+* ``P(stage k+1) <= P(stage k)`` for every lead (a running minimum over stages: a
+  lead cannot become sales-qualified without being marketing-qualified first);
+* the score is ``100 x`` the mean of the stage probabilities, so it rises with each;
+* the category is the highest stage whose threshold the lead meets, else ``nurture``;
+* reasons explain the head of the lead's *next* step: a nurture lead hears what keeps
+  it from MQL, an MQL what keeps it from SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.builder import LeadFeatureBuilder
+from models.calibration import Calibrator
+from models.reasons import Reason, ReasonWriter
+
+FORMAT_VERSION = 1
+NURTURE = "nurture"
+GRADES = ("A", "B", "C", "D")
+_MODEL_FILE = "model.json"
+
+
+@dataclass
+class StageHead:
+    """One scored stage: its booster, the calibration of its margin, its threshold."""
+
+    stage: str
+    booster: lgb.Booster
+    calibrator: Calibrator
+    threshold: float
+
+    def margin(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, raw_score=True, num_threads=threads))
+
+    def contributions(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=threads))
+
+
+@dataclass
+class LeadScore:
+    """What the model says about one lead, ready for JSON."""
+
+    lead_id: str | None
+    probabilities: dict[str, float]
+    score: int
+    grade: str
+    category: str
+    reasons: dict[str, list[Reason]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "probabilities": self.probabilities,
+            "score": self.score,
+            "grade": self.grade,
+            "category": self.category,
+            "reasons": {k: [r.to_dict() for r in v] for k, v in self.reasons.items()},
+            "warnings": self.warnings,
+        }
+
+
+class ReadinessModel:
+    """Calibrated MQL/SQL readiness with thresholds, grades and reasons."""
+
+    def __init__(
+        self,
+        builder: LeadFeatureBuilder,
+        heads: Sequence[StageHead],
+        grade_bands: Mapping[str, float],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not heads:
+            raise ValueError("a readiness model needs at least one stage head")
+        self.builder = builder
+        self.heads = list(heads)
+        self.grade_bands = dict(grade_bands)
+        self.metadata = dict(metadata or {})
+        self.reasons = ReasonWriter(builder)
+        self._band_edges = np.array([self.grade_bands[g] for g in GRADES[:-1]])
+        self._thresholds = np.array([h.threshold for h in self.heads])
+
+    @property
+    def version(self) -> str:
+        """Registry version once known (set by whoever loads it), else the training run id."""
+        return str(self.metadata.get("version") or self.metadata.get("run_id") or "unregistered")
+
+    @property
+    def stages(self) -> list[str]:
+        return [h.stage for h in self.heads]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {h.stage: h.threshold for h in self.heads}
+
+    # -- vector level ----------------------------------------------------------------
+
+    def probabilities(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
+        """(n, stages) calibrated probabilities, never increasing along the funnel."""
+        P = np.column_stack([h.calibrator(h.margin(X, threads=threads)) for h in self.heads])
+        return np.minimum.accumulate(P, axis=1)
+
+    def scores(self, P: np.ndarray) -> np.ndarray:
+        return np.rint(100.0 * P.mean(axis=1)).astype(np.int64)
+
+    def grades(self, scores: np.ndarray) -> np.ndarray:
+        # Bands hold the lowest score of A, B, C; anything below C's is D.
+        idx = np.searchsorted(-self._band_edges, -scores, side="left")
+        return np.asarray(GRADES, dtype=object)[idx]
+
+    def category_index(self, P: np.ndarray) -> np.ndarray:
+        """0 for nurture, else 1 + the index of the highest stage whose threshold is met.
+
+        Thresholds come from separate policies and need not increase along the funnel,
+        so "highest stage met" is looked up, not counted.
+        """
+        met = P >= self._thresholds
+        k = met.shape[1]
+        highest = k - 1 - np.argmax(met[:, ::-1], axis=1)
+        return np.where(met.any(axis=1), highest + 1, 0)
+
+    def categories(self, P: np.ndarray) -> np.ndarray:
+        labels = np.asarray([NURTURE, *self.stages], dtype=object)
+        return labels[self.category_index(P)]
+
+    def explaining_head(self, P: np.ndarray) -> np.ndarray:
+        """Index of the head whose contributions explain each lead (its next step)."""
+        return np.minimum(self.category_index(P), len(self.heads) - 1)
+
+    # -- lead level ------------------------------------------------------------------
+
+    def score_one(
+        self, lead: Mapping[str, Any], *, reasons: int = 3, lead_id: str | None = None
+    ) -> LeadScore:
+        """The API's fast path: one dict in, one answer out, single-threaded, no pandas."""
+        matrix = self.builder.build_one(lead)
+        X = matrix.values
+        P = self.probabilities(X, threads=1)
+        score = self.scores(P)
+        out = LeadScore(
+            lead_id=lead_id if lead_id is not None else _lead_id(lead, self.builder),
+            probabilities={s: float(p) for s, p in zip(self.stages, P[0], strict=True)},
+            score=int(score[0]),
+            grade=str(self.grades(score)[0]),
+            category=str(self.categories(P)[0]),
+            warnings=matrix.report.warnings_for(0),
+        )
+        if reasons:
+            head = self.heads[int(self.explaining_head(P)[0])]
+            effects = self.reasons.by_source(head.contributions(X, threads=1))[0]
+            out.reasons = self.reasons.top(X[0], effects, reasons)
+        return out
+
+    def score_frame(
+        self,
+        leads: pd.DataFrame,
+        actions: pd.DataFrame | None = None,
+        *,
+        as_of: Any = None,
+        reasons: int = 0,
+    ) -> pd.DataFrame:
+        """Batch scoring: one row per lead with probabilities, score, grade, category."""
+        matrix = self.builder.build(leads, actions=actions, as_of=as_of)
+        return self.score_matrix(
+            matrix.values, ids=leads[self.builder.spec.id_column], reasons=reasons
+        )
+
+    def score_matrix(
+        self, X: np.ndarray, *, ids: Sequence[Any] | pd.Series | None = None, reasons: int = 0
+    ) -> pd.DataFrame:
+        P = self.probabilities(X)
+        scores = self.scores(P)
+        out = pd.DataFrame({"lead_id": list(ids) if ids is not None else range(len(X))})
+        for j, stage in enumerate(self.stages):
+            out[f"p_{stage}"] = P[:, j]
+        out["score"] = scores
+        out["grade"] = self.grades(scores)
+        out["category"] = self.categories(P)
+        if reasons:
+            out["reasons"] = [_reason_text(r) for r in self.reason_sets(X, reasons)]
+        out["model_version"] = self.version
+        return out
+
+    def reason_sets(self, X: np.ndarray, k: int = 3) -> list[dict[str, list[Reason]]]:
+        """Reasons for many leads: one SHAP pass per head over the leads it explains."""
+        P = self.probabilities(X)
+        which = self.explaining_head(P)
+        out: list[dict[str, list[Reason]]] = [{} for _ in range(len(X))]
+        for h, head in enumerate(self.heads):
+            rows = np.flatnonzero(which == h)
+            if not rows.size:
+                continue
+            effects = self.reasons.by_source(head.contributions(X[rows]))
+            for r, e in zip(rows, effects, strict=True):
+                out[r] = self.reasons.top(X[r], e, k)
+        return out
+
+    # -- persistence -----------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write JSON plus LightGBM's own text format: versioned, inspectable, no pickle."""
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        for head in self.heads:
+            head.booster.save_model(str(path / f"head_{head.stage}.txt"))
+        doc = {
+            "format": FORMAT_VERSION,
+            "library_versions": _library_versions(),
+            "builder": self.builder.to_dict(),
+            "heads": [
+                {"stage": h.stage, "threshold": h.threshold, "calibrator": h.calibrator.to_dict()}
+                for h in self.heads
+            ],
+            "grade_bands": self.grade_bands,
+            "metadata": self.metadata,
+        }
+        (path / _MODEL_FILE).write_text(json.dumps(doc, indent=1, default=_json_default))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ReadinessModel:
+        path = Path(folder)
+        doc = json.loads((path / _MODEL_FILE).read_text())
+        if doc.get("format") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: model format {doc.get('format')!r}, this code reads {FORMAT_VERSION}"
+            )
+        builder = LeadFeatureBuilder.from_dict(doc["builder"])
+        heads = [
+            StageHead(
+                stage=h["stage"],
+                booster=lgb.Booster(model_file=str(path / f"head_{h['stage']}.txt")),
+                calibrator=Calibrator.from_dict(h["calibrator"]),
+                threshold=float(h["threshold"]),
+            )
+            for h in doc["heads"]
+        ]
+        return cls(builder, heads, doc["grade_bands"], doc["metadata"])
+
+
+def _reason_text(reasons: dict[str, list[Reason]]) -> str:
+    """One line for a CSV cell: '+' raises the score, '-' lowers it."""
+    parts = [f"+ {r.text}" for r in reasons.get("positive", [])]
+    parts += [f"- {r.text}" for r in reasons.get("negative", [])]
+    return "; ".join(parts)
+
+
+def _lead_id(lead: Mapping[str, Any], builder: LeadFeatureBuilder) -> str | None:
+    value = lead.get(builder.spec.id_column)
+    return None if value is None else str(value)
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "lightgbm": lgb.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in model.json")

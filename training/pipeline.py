@@ -1,0 +1,213 @@
+"""The training pipeline, free of MLflow: data in, a readiness model and its evaluation out.
+
+Order matters and is the point of this module: split first, fit the feature builder
+on training rows only, fit boosters with early stopping on validation rows, calibrate
+and choose thresholds and grade bands on validation rows, and only then look at the
+test rows, once, to measure. ``training.run`` adds tracking around it; ``training.cv``
+repeats it per fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.builder import LeadFeatureBuilder
+from features.spec import FeatureSpec
+from models.calibration import Calibrator
+from models.readiness import ReadinessModel, StageHead
+from training.config import TrainConfig
+from training.dataset import AS_OF, Split, TrainingSet, describe
+from training.evaluation import StageMetrics, oracle_share, stage_metrics
+from training.fit import Matrices, fit_baseline, fit_booster
+from training.thresholds import ChosenThreshold, choose_threshold, enforce_order, grade_bands
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    """One stage's held-out outcome: what the test rows say about the model."""
+
+    stage: str
+    y_test: np.ndarray
+    p_test: np.ndarray
+    p_baseline: np.ndarray | None
+    metrics: StageMetrics
+    baseline: StageMetrics | None
+    oracle_auc: float | None
+    threshold: ChosenThreshold
+    best_iteration: int
+
+
+@dataclass
+class TrainOutcome:
+    model: ReadinessModel
+    stages: list[StageResult]
+    X_test: np.ndarray
+    summary: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metric names for tracking: ``test_<stage>_<metric>`` and baselines."""
+        out: dict[str, float] = {}
+        for r in self.stages:
+            out.update(r.metrics.as_dict(f"test_{r.stage}_"))
+            if r.baseline is not None:
+                out.update(r.baseline.as_dict(f"baseline_test_{r.stage}_"))
+            if r.oracle_auc is not None:
+                out[f"oracle_test_{r.stage}_roc_auc"] = r.oracle_auc
+                out[f"oracle_share_test_{r.stage}_roc_auc"] = oracle_share(
+                    r.metrics.roc_auc, r.oracle_auc
+                )
+            out[f"threshold_{r.stage}"] = r.threshold.threshold
+            out[f"val_{r.stage}_expected_precision"] = r.threshold.expected_precision
+            out[f"val_{r.stage}_expected_volume_share"] = r.threshold.expected_volume_share
+            out[f"best_iteration_{r.stage}"] = float(r.best_iteration)
+        out.update({f"seconds_{k}": v for k, v in self.timings.items()})
+        return out
+
+
+def train(
+    spec: FeatureSpec,
+    config: TrainConfig,
+    data: TrainingSet,
+    split: Split,
+    *,
+    threads: int = 0,
+) -> TrainOutcome:
+    """Fit, calibrate, set policy and evaluate a readiness model on one split."""
+    clock = _Clock()
+    parts = {name: data.subset(rows) for name, rows in _parts(split).items()}
+    builder = LeadFeatureBuilder(spec).fit(parts["train"].leads, actions=data.actions)
+    X = {name: builder.transform(part.leads, actions=data.actions) for name, part in parts.items()}
+    clock.lap("features")
+    m = Matrices(
+        X["train"],
+        X["validation"],
+        builder.categorical_indices_,
+        builder.monotone_constraints_,
+        [str(n) for n in builder.get_feature_names_out()],
+    )
+    heads: list[StageHead] = []
+    chosen: list[ChosenThreshold] = []
+    weeks = _weeks(parts["validation"].leads)
+    for stage in spec.scored_stages:
+        head, threshold = _fit_head(stage, m, parts, config, weeks, threads)
+        heads.append(head)
+        chosen.append(threshold)
+        clock.lap(f"fit_{stage}")
+    enforce_order(chosen)
+
+    provisional = ReadinessModel(builder, heads, {"A": 100.0, "B": 100.0, "C": 100.0})
+    bands = grade_bands(provisional.scores(provisional.probabilities(X["validation"])))
+    model = ReadinessModel(builder, heads, bands, _metadata(spec, config, data, split))
+    P_test = model.probabilities(X["test"])
+    results = []
+    for j, (head, threshold) in enumerate(zip(heads, chosen, strict=True)):
+        y_test = parts["test"].labels[head.stage].to_numpy()
+        results.append(
+            StageResult(
+                stage=head.stage,
+                y_test=y_test,
+                p_test=P_test[:, j],
+                p_baseline=None,
+                metrics=stage_metrics(y_test, P_test[:, j]),
+                baseline=None,
+                oracle_auc=_oracle_auc(parts["test"], head.stage, y_test),
+                threshold=threshold,
+                best_iteration=int(head.booster.best_iteration),
+            )
+        )
+    clock.lap("evaluate")
+    if config.baseline:
+        _add_baselines(results, m, X["test"], parts, config.seed)
+        clock.lap("baseline")
+    summary = describe(data, split) | {"n_features": X["train"].shape[1]}
+    summary["build_report_train"] = builder.fit_report_
+    return TrainOutcome(model, results, X["test"], summary, clock.laps)
+
+
+def _fit_head(
+    stage: str,
+    m: Matrices,
+    parts: dict[str, TrainingSet],
+    config: TrainConfig,
+    weeks: float | None,
+    threads: int,
+) -> tuple[StageHead, ChosenThreshold]:
+    """Booster on train, calibration and threshold on validation: one stage's head."""
+    y_train = parts["train"].labels[stage].to_numpy()
+    y_val = parts["validation"].labels[stage].to_numpy()
+    booster = fit_booster(m, y_train, y_val, config.lightgbm, seed=config.seed, threads=threads)
+    margin_val = np.asarray(booster.predict(m.X_val, raw_score=True))
+    calibrator = Calibrator.fit(margin_val, y_val, config.calibration)
+    threshold = choose_threshold(
+        stage, y_val, calibrator(margin_val), config.policy_for(stage), weeks=weeks
+    )
+    return StageHead(stage, booster, calibrator, threshold.threshold), threshold
+
+
+def _parts(split: Split) -> dict[str, np.ndarray]:
+    return {"train": split.train, "validation": split.validation, "test": split.test}
+
+
+def _add_baselines(
+    results: list[StageResult],
+    m: Matrices,
+    X_test: np.ndarray,
+    parts: dict[str, TrainingSet],
+    seed: int,
+) -> None:
+    for r in results:
+        baseline = fit_baseline(m, parts["train"].labels[r.stage].to_numpy(), seed=seed)
+        r.p_baseline = baseline.predict_proba(X_test)[:, 1]
+        r.baseline = stage_metrics(r.y_test, r.p_baseline)
+
+
+def _oracle_auc(test: TrainingSet, stage: str, y: np.ndarray) -> float | None:
+    """ROC-AUC of the generator's true probabilities: the best ranking possible."""
+    if test.truth is None or f"p_{stage}" not in test.truth.columns:
+        return None
+    p = test.truth[f"p_{stage}"].to_numpy()
+    known = ~np.isnan(p)
+    if known.sum() < 10 or len(np.unique(y[known])) < 2:
+        return None
+    return stage_metrics(y[known], p[known]).roc_auc
+
+
+def _weeks(rows: pd.DataFrame) -> float | None:
+    if AS_OF not in rows.columns or len(rows) < 2:
+        return None
+    span = (rows[AS_OF].max() - rows[AS_OF].min()) / pd.Timedelta(weeks=1)
+    return float(span) if span > 0 else None
+
+
+def _metadata(
+    spec: FeatureSpec, config: TrainConfig, data: TrainingSet, split: Split
+) -> dict[str, Any]:
+    return {
+        "spec_name": spec.name,
+        "spec_version": spec.version,
+        "stages": spec.scored_stages,
+        "training_window": list(data.window) if data.window else None,
+        "split": split.kind,
+        "seed": config.seed,
+        "calibration": config.calibration,
+    }
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
