@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.spec import BooleanField, FeatureSpec
+from features.spec import BooleanField, FeatureSpec, action_output_names
 
 Column = Sequence[Any] | np.ndarray
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,31 +61,60 @@ class LeadBatch:
     has_events: bool
 
 
-def to_ns(value: Any) -> int:
+def to_ns(value: Any, *, ceil: bool = False) -> int:
     """Convert one timestamp (datetime, ISO string, pandas Timestamp) to UTC nanoseconds.
 
     Naive timestamps are taken as UTC: CRMs export UTC far more often than local time,
-    and guessing a zone would silently shift every recency feature.
+    and guessing a zone would silently shift every recency feature. Precision is one
+    microsecond on every path (Python's datetime has no finer unit), so a table and a
+    dict of the same lead always agree. Cut-offs round down and actions (``ceil``) round
+    up, so an action even a nanosecond after its cut-off can never count.
     """
     if value is None:
         return NAT
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        # datetime truncates digits past the microsecond, which would move a late action
+        # onto its cut-off; pandas keeps them (and is 10x slower, so only when needed).
+        value = pd.Timestamp(value) if _sub_micro(value) else datetime.fromisoformat(value)
     if isinstance(value, pd.Timestamp):
         if value is pd.NaT:
             return NAT
         ts = value if value.tzinfo else value.tz_localize("UTC")
-        return int(ts.value)
+        return _to_micro(int(ts.value), ceil)
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         return ((dt - _EPOCH) // _MICRO) * 1000
     raise TypeError(f"not a timestamp: {type(value).__name__}")
 
 
-def series_to_ns(values: Any) -> np.ndarray:
+def _sub_micro(text: str) -> bool:
+    """Whether an ISO timestamp has more than six fractional digits."""
+    dot = text.find(".", 19)
+    if dot < 0:
+        return False
+    end = dot + 1
+    while end < len(text) and text[end].isdigit():
+        end += 1
+    return end - dot - 1 > 6
+
+
+def _to_micro(ns: Any, ceil: bool) -> Any:
+    return -(-ns // 1000) * 1000 if ceil else ns // 1000 * 1000
+
+
+def series_to_ns(values: Any, *, ceil: bool = False) -> np.ndarray:
     """Vectorised :func:`to_ns` for a column; missing values become ``NAT``."""
     parsed = pd.to_datetime(pd.Series(values), utc=True, format="ISO8601")
-    return parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ns = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return np.where(ns == NAT, NAT, _to_micro(ns, ceil))
+
+
+def _stamp(value: Any, field: str, row: int, *, ceil: bool = False) -> int:
+    """:func:`to_ns` for one value of a lead dict; a bad value names its field and row."""
+    try:
+        return to_ns(value, ceil=ceil)
+    except (TypeError, ValueError):
+        raise FeatureError(field, [row], "not an ISO-8601 timestamp") from None
 
 
 def _as_of_array(as_of: Any, n: int, leads: pd.DataFrame | None) -> np.ndarray:
@@ -114,7 +143,8 @@ def from_frames(
     row then receives its own copy of the lead's actions and the cut-off filters them.
     """
     n = len(leads)
-    columns: dict[str, Column] = {str(c): leads[c].to_numpy() for c in leads.columns}
+    wanted = [f.name for f in spec.feature_fields] + aggregated_columns(spec)
+    columns: dict[str, Column] = {c: leads[c].to_numpy() for c in wanted if c in leads.columns}
     created = None
     if spec.created_at_column and spec.created_at_column in leads.columns:
         created = series_to_ns(leads[spec.created_at_column])
@@ -131,7 +161,7 @@ def from_frames(
         created_ns=created,
         event_row=rows,
         event_type=actions["action_type"].to_numpy()[action_pos],
-        event_ns=series_to_ns(actions["occurred_at"]).take(action_pos),
+        event_ns=series_to_ns(actions["occurred_at"], ceil=True).take(action_pos),
         has_events=True,
     )
 
@@ -161,33 +191,36 @@ def _rows_of_actions(lead_ids: pd.Series, action_ids: pd.Series) -> tuple[np.nda
     return rows[regroup], action_pos[regroup]
 
 
-def from_records(spec: FeatureSpec, records: Sequence[Mapping[str, Any]]) -> LeadBatch:
+def from_records(
+    spec: FeatureSpec, records: Sequence[Mapping[str, Any]], default_as_of: Any = None
+) -> LeadBatch:
     """Online shape: leads as dicts, each with its own ``actions`` list.
 
     A lead dict carries its profile fields by canonical name, an optional ``as_of``
-    (default: now) and ``actions`` as ``[{"type": ..., "at": ...}]``. Omitted fields
-    are missing values, reported like any other.
+    (default: ``default_as_of``, else now) and ``actions`` as
+    ``[{"type": ..., "at": ...}]``, or instead every pre-aggregated action column.
+    Omitted profile fields are missing values, reported like any other.
     """
     n = len(records)
     names = [f.name for f in spec.feature_fields]
-    aggregated = _aggregated_set(spec)
-    pre_aggregated = any(not aggregated.isdisjoint(r) for r in records)
+    pre_aggregated = _pre_aggregated(spec, records)
     if pre_aggregated:
         names += aggregated_columns(spec)
     columns: dict[str, Column] = {name: [r.get(name) for r in records] for name in names}
     now = None
     as_of = np.empty(n, dtype=np.int64)
     for i, r in enumerate(records):
-        value = r.get(AS_OF_KEY)
+        value = r.get(AS_OF_KEY, default_as_of)
         if value is None:
             now = now if now is not None else to_ns(datetime.now(UTC))
             as_of[i] = now
         else:
-            as_of[i] = to_ns(value)
+            as_of[i] = _stamp(value, AS_OF_KEY, i)
     created = None
     if spec.created_at_column:
+        key = spec.created_at_column
         created = np.fromiter(
-            (to_ns(r.get(spec.created_at_column)) for r in records), np.int64, count=n
+            (_stamp(r.get(key), key, i) for i, r in enumerate(records)), np.int64, count=n
         )
     has_events = spec.actions is not None and not pre_aggregated
     rows: list[int] = []
@@ -198,7 +231,7 @@ def from_records(spec: FeatureSpec, records: Sequence[Mapping[str, Any]]) -> Lea
             for action in r.get(ACTIONS_KEY) or ():
                 rows.append(i)
                 types.append(action[ACTION_TYPE_KEY])
-                stamps.append(to_ns(action[ACTION_TIME_KEY]))
+                stamps.append(_stamp(action[ACTION_TIME_KEY], ACTIONS_KEY, i, ceil=True))
     return LeadBatch(
         n=n,
         columns=columns,
@@ -209,6 +242,27 @@ def from_records(spec: FeatureSpec, records: Sequence[Mapping[str, Any]]) -> Lea
         event_ns=np.array(stamps, dtype=np.int64),
         has_events=has_events,
     )
+
+
+def _pre_aggregated(spec: FeatureSpec, records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the dicts carry aggregates instead of actions; refuses a mix of both shapes.
+
+    Half an aggregate set would score the absent half as missing, and a batch mixing
+    shapes would silently drop some leads' actions: both are refused by name.
+    """
+    aggregated = _aggregated_set(spec)
+    shapes = [not aggregated.isdisjoint(r) for r in records]
+    if not any(shapes):
+        return False
+    for i, r in enumerate(records):
+        if ACTIONS_KEY in r:
+            raise FeatureError(ACTIONS_KEY, [i], "a lead carries either actions or aggregates")
+        absent = aggregated.difference(r)
+        if absent:
+            raise FeatureError(
+                min(absent), [i], f"{len(absent)} pre-aggregated action columns are absent"
+            )
+    return True
 
 
 _AGGREGATED: dict[int, tuple[FeatureSpec, frozenset[str]]] = {}
@@ -225,17 +279,7 @@ def _aggregated_set(spec: FeatureSpec) -> frozenset[str]:
 
 def aggregated_columns(spec: FeatureSpec) -> list[str]:
     """Names of the action features a pre-aggregated table must carry instead of events."""
-    if spec.actions is None:
-        return []
-    names: list[str] = []
-    for t in spec.actions.types:
-        names += [f"{t.name}_count_{w}d" for w in spec.actions.windows_days]
-        names += [f"{t.name}_days_since_last", f"{t.name}_decayed"]
-    names += [f"active_days_{w}d" for w in spec.actions.windows_days]
-    names += [f"actions_count_{w}d" for w in spec.actions.windows_days]
-    if len(spec.actions.windows_days) > 1:
-        names.append("recent_velocity")
-    return names
+    return [n for n in action_output_names(spec) if n != "lead_age_days"]
 
 
 def frames_to_records(
@@ -252,6 +296,8 @@ def frames_to_records(
     names = [spec.id_column] + [f.name for f in spec.feature_fields]
     if spec.created_at_column:
         names.append(spec.created_at_column)
+    if actions is None:
+        names += [c for c in aggregated_columns(spec) if c in leads.columns]
     as_of_ns = _as_of_array(as_of, len(leads), leads)
     grouped: dict[Any, list[dict[str, str]]] = {}
     if actions is not None and spec.actions is not None:

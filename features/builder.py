@@ -30,7 +30,7 @@ Rules, stated once (they are the contract with the model):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -243,9 +243,10 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
     ) -> LeadBatch:
         if isinstance(X, pd.DataFrame):
             return from_frames(self.spec, X, actions, as_of)
-        if isinstance(X, Mapping):
-            return from_records(self.spec, [X])
-        return from_records(self.spec, list(X))
+        if actions is not None:
+            raise ValueError("lead dicts carry their own 'actions'; pass actions= with tables")
+        records = [X] if isinstance(X, Mapping) else list(X)
+        return from_records(self.spec, records, default_as_of=as_of)
 
     def _learn_levels(self, f: CategoricalField, values: Column) -> list[str]:
         if f.levels is not None:
@@ -355,7 +356,7 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         if isinstance(f, CategoricalField):
             return self._encode_categorical(f, values, report)
         if isinstance(f, NumericField):
-            return _encode_numeric(f, values, report)
+            return _encode_numeric(f, values, report, self._missing)
         if isinstance(f, BooleanField):
             return _encode_boolean(f, values, report, self._missing)
         raise TypeError(f"field '{f.name}' of kind {f.kind} cannot be a feature")
@@ -367,15 +368,20 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         k = len(codes)
         memo = _bounded(self._code_cache[f.name])
         missing_tokens = self._missing
-        out = np.empty(len(values), dtype=np.float64)
-        for i, v in enumerate(values):
-            key = v if isinstance(v, str) or v is None else repr(v)
-            code = memo.get(key)
+
+        def code_of(v: Any, row: int) -> int:
+            if not isinstance(v, str):
+                # Only strings are cached: NaN, None and pd.NA must never share a key
+                # with a string that prints like them.
+                return self._code_of_scalar(f, v, row, codes)
+            code = memo.get(v)
             if code is None:
                 token = _clean_token(v, f, missing_tokens)
                 code = k if token is None else codes.get(token, k + 1)
-                memo[key] = code
-            out[i] = code
+                memo[v] = code
+            return code
+
+        out = _map_distinct(values, code_of)
         report.missing[f.name] = int(np.count_nonzero(out == k))
         unseen = np.flatnonzero(out == k + 1)
         if unseen.size:
@@ -387,6 +393,16 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
                 {str(_clean_token(v, f, missing_tokens)) for v in raw}
             )[:5]
         return out
+
+    def _code_of_scalar(
+        self, f: CategoricalField, v: Any, row: int, codes: Mapping[str, int]
+    ) -> int:
+        if _is_missing(v):
+            return len(codes)
+        if not isinstance(v, int | float | np.integer | np.floating | bool):
+            raise FeatureError(f.name, [row], "value is not a single category")
+        token = _clean_token(v, f, self._missing)
+        return len(codes) if token is None else codes.get(token, len(codes) + 1)
 
     def _action_features(self, batch: LeadBatch, report: BuildReport) -> np.ndarray:
         acts = self.spec.actions
@@ -404,41 +420,41 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         row, typ, age = batch.event_row[keep], type_code[keep], age[keep]
         cell = row * n_types + typ
 
-        bucket = np.searchsorted(windows, age, side="right")
-        flat = np.bincount(cell * (n_win + 1) + bucket, minlength=n * n_types * (n_win + 1))
-        counts = flat.reshape(n, n_types, n_win + 1).cumsum(axis=2)[:, :, :n_win]
-
-        cap = acts.recency_cap_days
-        last_flat = np.full(n * n_types, cap)
-        np.minimum.at(last_flat, cell, age)
-        last = last_flat.reshape(n, n_types)
-
+        # Output laid out per lead as [type][count per window..., recency, decay] and
+        # filled in place: events arrive grouped by lead, so every bincount below walks
+        # memory in order (an index by window first would jump and be 4x slower).
+        size = n * n_types
+        per_type = np.empty((n, n_types, n_win + 2))
+        for j, w in enumerate(windows):
+            per_type[:, :, j] = np.bincount(cell[age < w], minlength=size).reshape(n, n_types)
+        last = np.full(size, acts.recency_cap_days)
+        np.minimum.at(last, cell, age)
+        per_type[:, :, n_win] = last.reshape(n, n_types)
         weights = np.exp(age * (-_LN2 / acts.half_life_days))
-        decayed = np.bincount(cell, weights=weights, minlength=n * n_types).reshape(n, n_types)
-
-        per_type = np.concatenate(
-            [counts.astype(np.float64), last[:, :, None], decayed[:, :, None]], axis=2
-        ).reshape(n, n_types * (n_win + 2))
+        decayed = np.bincount(cell, weights=weights, minlength=size)
+        per_type[:, :, n_win + 1] = decayed.reshape(n, n_types)
+        totals = per_type[:, :, :n_win].sum(axis=1)
         active = _active_days(row, age, n, acts.windows_days)
-        totals = counts.sum(axis=1).astype(np.float64)
-        blocks = [per_type, active, totals]
+        blocks = [per_type.reshape(n, n_types * (n_win + 2)), active, totals]
         if n_win > 1:
             velocity = totals[:, 1] / windows[1] - totals[:, -1] / windows[-1]
             blocks.append(velocity[:, None])
         return np.concatenate(blocks, axis=1)
 
-    def _type_codes(self, raw: Sequence[Any] | np.ndarray) -> np.ndarray:
+    def _type_codes(self, raw: Column) -> np.ndarray:
         """Map action type strings to codes (-1 unknown), once per distinct spelling."""
         memo = _bounded(self._type_cache)
-        out = np.empty(len(raw), dtype=np.int64)
-        for i, t in enumerate(raw):
-            code = memo.get(t)
+
+        def code_of(t: Any, row: int) -> int:
+            code = memo.get(t) if isinstance(t, str) else None
             if code is None:
                 token = normalise_token(t) if isinstance(t, str) else ""
                 code = self._type_code.get(token, -1)
-                memo[t] = code
-            out[i] = code
-        return out
+                if isinstance(t, str):
+                    memo[t] = code
+            return code
+
+        return _map_distinct(raw, code_of).astype(np.int64)
 
     def _aggregated_features(self, batch: LeadBatch) -> np.ndarray:
         """Pre-aggregated tables carry the action features as columns under their names."""
@@ -460,6 +476,30 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
 
 
 _CACHE_LIMIT = 50_000
+#: From this many values on, distinct values are found by pandas' C hash table first.
+_FACTORIZE_FROM = 512
+
+
+def _map_distinct(values: Column, code_of: Callable[[Any, int], int]) -> np.ndarray:
+    """``code_of(value, row)`` once per distinct value, as a float array.
+
+    A table column has a handful of distinct spellings among a million rows, so it is
+    factorised in C and each distinct value coded once; one lead's few values go
+    through the same ``code_of`` in a plain loop. Either way the codes are identical.
+    If a distinct value is refused, the loop runs instead so the error names its rows.
+    """
+    if isinstance(values, np.ndarray) and len(values) >= _FACTORIZE_FROM:
+        try:
+            index, uniques = pd.factorize(values, use_na_sentinel=True)
+            lookup = np.array([code_of(u, -1) for u in uniques] + [code_of(None, -1)], float)
+        except (TypeError, FeatureError):
+            pass  # unhashable or refused values: the loop below reports the rows
+        else:
+            return lookup[index]
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        out[i] = code_of(v, i)
+    return out
 
 
 def _bounded(cache: dict[Any, int]) -> dict[Any, int]:
@@ -473,9 +513,14 @@ def _sign(direction: Direction | None) -> int:
     return {Direction.INCREASING: 1, Direction.DECREASING: -1, None: 0}[direction]
 
 
+def _is_missing(value: Any) -> bool:
+    """None, NaN, NaT and pd.NA: every spelling of "no value" a table or a dict can hold."""
+    return value is None or (not isinstance(value, str | list | dict) and bool(pd.isna(value)))
+
+
 def _clean_token(value: Any, f: CategoricalField, missing_tokens: frozenset[str]) -> str | None:
     """Raw value → canonical token, or None when it means "no value"."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if _is_missing(value):
         return None
     token = normalise_token(str(value))
     if token in missing_tokens:
@@ -483,7 +528,14 @@ def _clean_token(value: Any, f: CategoricalField, missing_tokens: frozenset[str]
     return f.aliases.get(token, token)
 
 
-def _encode_numeric(f: NumericField, values: Column, report: BuildReport) -> np.ndarray:
+def _encode_numeric(
+    f: NumericField, values: Column, report: BuildReport, missing_tokens: frozenset[str]
+) -> np.ndarray:
+    if not (isinstance(values, np.ndarray) and values.dtype.kind in "fiu"):
+        booleans = [i for i, v in enumerate(values) if isinstance(v, bool | np.bool_)]
+        if booleans:
+            raise FeatureError(f.name, booleans, "value is a yes/no answer, not a number")
+        values = [_numeric_value(v, missing_tokens) for v in values]
     try:
         out = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -499,6 +551,13 @@ def _encode_numeric(f: NumericField, values: Column, report: BuildReport) -> np.
         np.clip(out, f.min, f.max, out=out, where=~missing)
         report.clipped_rows[f.name] = outside
     return out
+
+
+def _numeric_value(v: Any, missing_tokens: frozenset[str]) -> Any:
+    """Missing spellings become None (NaN); anything else goes to float() unchanged."""
+    if isinstance(v, str):
+        return None if normalise_token(v) in missing_tokens else v
+    return None if _is_missing(v) else v
 
 
 def _is_number(v: Any) -> bool:
@@ -533,7 +592,9 @@ def _encode_boolean(
 
 def _bool_value(v: Any, missing_tokens: frozenset[str]) -> float | None:
     """1.0/0.0, NaN for "no value", None for something that is not a boolean at all."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if isinstance(v, list | dict):
+        return None
+    if _is_missing(v):
         return np.nan
     if isinstance(v, bool | np.bool_):
         return float(v)
@@ -553,8 +614,10 @@ def _active_days(row: np.ndarray, age: np.ndarray, n: int, windows: list[int]) -
     day = age.astype(np.int64)
     inside = day < horizon
     present = np.bincount(row[inside] * horizon + day[inside], minlength=n * horizon) > 0
-    per_day = present.reshape(n, horizon).cumsum(axis=1)
-    return per_day[:, [w - 1 for w in windows]].astype(np.float64)
+    by_lead = present.reshape(n, horizon)
+    return np.column_stack([np.count_nonzero(by_lead[:, :w], axis=1) for w in windows]).astype(
+        np.float64
+    )
 
 
 def _lead_age(batch: LeadBatch) -> np.ndarray:

@@ -100,6 +100,14 @@ class CategoricalField(_FieldBase):
             raise ValueError("levels must be unique")
         return levels
 
+    @field_validator("aliases")
+    @classmethod
+    def _alias_keys_normalised(cls, aliases: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in aliases if normalise_token(k) != k]
+        if bad:
+            raise ValueError(f"alias keys must be written normalised (lower snake_case): {bad}")
+        return aliases
+
     @model_validator(mode="after")
     def _aliases_point_at_levels(self) -> CategoricalField:
         unknown = sorted(set(self.aliases.values()) - set(self.levels or ()))
@@ -273,6 +281,10 @@ class FeatureSpec(_Strict):
             )
         if not self.feature_fields and self.actions is None:
             raise ValueError("the spec has no feature: no before-contact field and no actions")
+        outputs = [f.name for f in self.feature_fields] + action_output_names(self)
+        clashes = sorted({n for n in outputs if outputs.count(n) > 1})
+        if clashes:
+            raise ValueError(f"feature names would clash (rename a field or action): {clashes}")
         return self
 
     @cached_property
@@ -289,6 +301,23 @@ class FeatureSpec(_Strict):
             if f.name == name:
                 return f
         raise KeyError(name)
+
+
+def action_output_names(spec: FeatureSpec) -> list[str]:
+    """Every column name the actions produce (kept in step with the builder's layout)."""
+    acts = spec.actions
+    names: list[str] = []
+    if acts is not None:
+        for t in acts.types:
+            names += [f"{t.name}_count_{w}d" for w in acts.windows_days]
+            names += [f"{t.name}_days_since_last", f"{t.name}_decayed"]
+        names += [f"active_days_{w}d" for w in acts.windows_days]
+        names += [f"actions_count_{w}d" for w in acts.windows_days]
+        if len(acts.windows_days) > 1:
+            names.append("recent_velocity")
+    if spec.created_at_column:
+        names.append("lead_age_days")
+    return names
 
 
 _FOLD = re.compile(r"[\s\-/]+")
@@ -308,6 +337,8 @@ def load_spec(path: str | Path) -> FeatureSpec:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SpecError(f"{p}: spec file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{p}: spec file cannot be read as UTF-8 text ({exc})") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):

@@ -11,8 +11,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.spec import FeatureSpec
 
 # Variables MLflow or training.tracking read, or that configure() / mlflow.set_* write.
 _TRACKING_ENV = (
@@ -98,14 +104,16 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_spec():  # type: ignore[no-untyped-def]
+def sample_spec() -> FeatureSpec:
     from features.spec import load_spec
 
     return load_spec("sample_crm")
 
 
 @pytest.fixture(scope="session")
-def sample_tables(sample_dir: Path, sample_spec):  # type: ignore[no-untyped-def]
+def sample_tables(
+    sample_dir: Path, sample_spec: FeatureSpec
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The sample files loaded through the real loaders: (leads, actions, history)."""
     import pandas as pd
 
@@ -116,3 +124,30 @@ def sample_tables(sample_dir: Path, sample_spec):  # type: ignore[no-untyped-def
     actions = load_actions(sample_dir / "actions.csv", sample_spec, ids)
     history = load_history(sample_dir / "stage_history.csv", sample_spec, ids)
     return leads, actions, history
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite backend, local artifact root) on a free loopback port."""
+    import sys
+
+    from tests.servers import env_without_mlflow, free_port, running
+
+    root = tmp_path / "server"
+    root.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'srv.db'}",
+        "--default-artifact-root", str(root / "art"),
+    ]  # fmt: skip
+    with running(
+        command, health_url=f"{url}/health", log=root / "server.log", cwd=root,
+        env=env_without_mlflow(),
+    ):  # fmt: skip
+        yield url

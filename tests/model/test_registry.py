@@ -8,14 +8,9 @@ behaviour differ from the embedded store and are what production sees.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +20,12 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.pyfunc import PythonModel
 
+from tests.servers import free_port
 from training import registry, tracking
 from training.registry import CHALLENGER, CHAMPION, PREVIOUS, RegistryError, VersionInfo
 
 MODEL = "lead-readiness"
 METRIC = "test_sql_pr_auc"
-SERVER_START_TIMEOUT_S = 60.0
 
 
 class ConstantModel(PythonModel):
@@ -394,17 +389,11 @@ def test_http_limits_do_not_override_the_users_values(
 # --- remote servers (slow) --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_unreachable_server_fails_fast_with_a_clear_error(
     mlflow_isolated: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
     monkeypatch.setenv("LEADSCORE_HOME", str(tmp_path))
 
@@ -414,63 +403,6 @@ def test_unreachable_server_fails_fast_with_a_clear_error(
     with pytest.raises(RegistryError, match=r"Reading alias 'champion'.*127\.0\.0\.1"):
         registry.get_alias(MODEL, CHAMPION)
     assert time.monotonic() - started < 30
-
-
-def _server_env() -> dict[str, str]:
-    """The server must not inherit the test's MLflow client settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-
-
-def _wait_for_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    pytest.fail(
-        f"mlflow server not healthy after {SERVER_START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
-    )
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite backend, local artifact root) on a free loopback port."""
-    root = tmp_path / "server"
-    root.mkdir()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'srv.db'}",
-        "--default-artifact-root", str(root / "art"),
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        # Own process group: `mlflow server` spawns uvicorn, which must die with it.
-        proc = subprocess.Popen(
-            command, cwd=root, env=_server_env(), stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        _wait_for_health(url, proc, log)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.mark.slow

@@ -13,20 +13,9 @@ import pytest
 from features.batch import frames_to_records
 from features.spec import FeatureSpec
 from models.readiness import NURTURE, ReadinessModel
-from training.config import TrainConfig, load_config
+from tests.sample import small_config
 from training.dataset import AS_OF, TrainingSet, load_training_set, split
 from training.pipeline import TrainOutcome, train
-
-
-def small_config(sample_dir: Path, **overrides: Any) -> TrainConfig:
-    return load_config("sample").with_overrides(
-        leads=sample_dir / "leads.csv",
-        actions=sample_dir / "actions.csv",
-        history=sample_dir / "stage_history.csv",
-        truth=sample_dir / "truth.csv",
-        plots=False,
-        **overrides,
-    )
 
 
 @pytest.fixture(scope="module")

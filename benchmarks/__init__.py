@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`: figures printed, never asserted (machines are noisy)."""
