@@ -20,7 +20,7 @@ help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(UV):
-	python3 -m pip install --quiet --user uv
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet --user --break-system-packages uv
 
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing -p $(PYTHON_VERSION) $(VENV)
@@ -81,10 +81,21 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+.PHONY: run
+run: $(STAMP) ## Set up, train and promote a model on sample data if none exists, then serve
+	@$(PY) -m serving.bootstrap || { $(MAKE) --no-print-directory train && $(PY) -m training.cli promote; }
+	$(PY) -m serving --host $(HOST) --port $(PORT)
+
+.PHONY: serve
+serve: $(STAMP) ## Serve the API on HOST:PORT (127.0.0.1:8000), one worker per core
+	$(PY) -m serving --host $(HOST) --port $(PORT)
+
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks: feature building, sample generation, training (figures to stdout)
+bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs mlflow models serve
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
+	$(PY) -m benchmarks.serving
 
 .PHONY: mlflow-ui
 mlflow-ui: $(STAMP) ## Browse the embedded MLflow store on http://127.0.0.1:5000

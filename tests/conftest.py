@@ -151,3 +151,24 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         env=env_without_mlflow(),
     ):  # fmt: skip
         yield url
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, sample_dir: Path, sample_spec: FeatureSpec
+) -> Path:
+    """A readiness model trained on the sample CRM and saved with its golden rows."""
+    from features.batch import frames_to_records
+    from models.golden import write_golden
+    from tests.sample import small_config
+    from training.dataset import load_training_set, split
+    from training.pipeline import train
+
+    config = small_config(sample_dir, baseline=False)
+    data = load_training_set(sample_spec, config)
+    parts = split(data, sample_spec, config)
+    outcome = train(sample_spec, config, data, parts)
+    folder = outcome.model.save(tmp_path_factory.mktemp("model") / "readiness")
+    golden = frames_to_records(sample_spec, data.subset(parts.test[:20]).leads, data.actions)
+    write_golden(outcome.model, golden, folder)
+    return folder

@@ -24,6 +24,7 @@ import pandas as pd
 
 from features.batch import frames_to_records
 from features.spec import FeatureSpec, load_spec
+from models.golden import write_golden
 from models.pyfunc import (
     ARTIFACT_KEY,
     ReadinessPyfunc,
@@ -42,6 +43,7 @@ from training.tracking import TrackingSettings, configure
 
 log = logging.getLogger(__name__)
 N_EXAMPLES = 2
+N_GOLDEN = 20
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,10 @@ def run_training(
             folder = Path(tmp)
             if config.plots:
                 _log_plots(outcome, folder / "plots", config.shap_sample, config.seed)
-            examples = frames_to_records(
-                spec, data.subset(parts.test[:N_EXAMPLES]).leads, data.actions
-            )
+            golden = frames_to_records(spec, data.subset(parts.test[:N_GOLDEN]).leads, data.actions)
             outcome.model.metadata["run_id"] = run.info.run_id
-            model_uri = _log_model(outcome.model, examples, folder / "model")
+            outcome.model.metadata["metrics"] = _headline(outcome.metrics())
+            model_uri = _log_model(outcome.model, golden[:N_EXAMPLES], golden, folder / "model")
             version = (
                 register(model_uri, name=settings.model_name, run_id=run.info.run_id)
                 if register_model
@@ -89,9 +90,15 @@ def run_training(
     return RunResult(run.info.run_id, model_uri, version, outcome)
 
 
-def _log_model(model: ReadinessModel, examples: list[dict[str, Any]], folder: Path) -> str:
+def _log_model(
+    model: ReadinessModel,
+    examples: list[dict[str, Any]],
+    golden: list[dict[str, Any]],
+    folder: Path,
+) -> str:
     """Log the pyfunc with what `mlflow models serve` needs to run it elsewhere."""
     model.save(folder)
+    write_golden(model, golden, folder)
     example = pd.DataFrame(examples)
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -165,6 +172,15 @@ def _card(
         grade_bands=outcome.model.grade_bands,
         oracle=oracle or None,
     )
+
+
+def _headline(metrics: dict[str, float]) -> dict[str, float]:
+    """The held-out metrics that travel with the model (shown by the API's /v1/model)."""
+    return {
+        k: round(v, 6)
+        for k, v in metrics.items()
+        if k.startswith(("test_", "baseline_test_", "oracle_")) and np.isfinite(v)
+    }
 
 
 def _fingerprints(config: TrainConfig) -> dict[str, str]:

@@ -1,0 +1,60 @@
+"""`python -m serving`: run the API with one worker per core, then say how to use it.
+
+Each worker builds its own app (``create_app`` as a factory) and loads the model after
+the fork, as LightGBM requires. Prometheus counters of all workers are merged through
+a shared folder. The access log is off: every request is counted in /metrics, and a
+rejected request leaves no log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import uvicorn
+
+CURL = """\
+  Docs:    http://{host}:{port}/docs
+  Health:  http://{host}:{port}/readyz
+  Try it (the CRM key is in .env; it is not printed here):
+    KEY=$(sed -n 's/^LEADSCORE_API_KEYS_CRM=\\([^,]*\\).*/\\1/p' .env)
+    curl -s -X POST http://{host}:{port}/v1/score \\
+      -H "X-API-Key: $KEY" -H "Content-Type: application/json" \\
+      -d '{{"lead_id": "L-demo-1", "seniority": "VP", "industry": "software",
+           "company_size": 250, "business_email": true, "acquisition_source": "referral",
+           "actions": [{{"type": "pricing_page", "at": "{now}"}},
+                       {{"type": "demo_request", "at": "{now}"}}]}}'
+  Ranked leads for sales:
+    SALES=$(sed -n 's/^LEADSCORE_API_KEYS_SALES=\\([^,]*\\).*/\\1/p' .env)
+    curl -s http://{host}:{port}/v1/leads/ranked -H "X-API-Key: $SALES"
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="leadscore-prom-"))
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    print(f"leadscore: serving on http://{args.host}:{args.port} with {args.workers} worker(s)")
+    print(CURL.format(host=args.host, port=args.port, now=now), flush=True)
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_level="warning",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""`python -m serving.bootstrap`: what `make run` checks before it serves.
+
+1. Writes a `.env` with fresh random API keys when there is none (git-ignored; the keys
+   never leave this machine and are never printed).
+2. Exits 0 when the configured model can be loaded (a champion in the registry, or a
+   local folder), 3 when there is none yet, so `make run` trains and promotes one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from serving.settings import ServingSettings
+
+NO_MODEL = 3
+
+
+def ensure_env(path: Path = Path(".env")) -> bool:
+    """Create `.env` with one random key per role; False when it already existed."""
+    if path.exists():
+        return False
+    lines = [
+        "# Written by `make run` on first start. Keep it secret; rotate by adding a key.",
+        *(
+            f"LEADSCORE_API_KEYS_{role}={secrets.token_urlsafe(24)}"
+            for role in ("CRM", "SALES", "ADMIN")
+        ),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return True
+
+
+def model_available(settings: ServingSettings) -> bool:
+    uri = settings.model_uri
+    if not uri.startswith("models:/"):
+        return Path(uri).exists()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from serving.model_store import _parse_models_uri
+
+    name, ref = _parse_models_uri(uri)
+    tracking = settings.resolved_tracking_uri()
+    try:
+        client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+        if ref.isdigit():
+            client.get_model_version(name, ref)
+        else:
+            client.get_model_version_by_alias(name, ref)
+    except MlflowException:
+        return False
+    return True
+
+
+def main() -> int:
+    if ensure_env():
+        print("leadscore: wrote .env with new random API keys (see .env.example)")
+    settings = ServingSettings()
+    if model_available(settings):
+        return 0
+    print(f"leadscore: no model at {settings.model_uri}: training one on the sample data")
+    return NO_MODEL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

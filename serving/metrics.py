@@ -1,0 +1,53 @@
+"""Prometheus metrics: requests, latency, scores by category, the served model version.
+
+With several worker processes each keeps its own counters; when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``python -m serving`` sets it before the workers
+start) ``/metrics`` merges all workers' files, so a scrape sees the whole service.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+REQUESTS = Counter(
+    "leadscore_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
+)
+LATENCY = Histogram(
+    "leadscore_http_request_seconds",
+    "Time from request to response, by route.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+SCORES = Counter("leadscore_scores_total", "Leads scored, by category.", ["category"])
+MODEL_INFO = Gauge(
+    "leadscore_model_info",
+    "The served model (1 for the name and version each worker serves).",
+    ["name", "version"],
+    multiprocess_mode="liveall",
+)
+RELOADS = Counter("leadscore_model_reloads_total", "Model reload attempts by outcome.", ["outcome"])
+
+
+def set_model(name: str, version: str, previous: tuple[str, str] | None = None) -> None:
+    if previous is not None:
+        MODEL_INFO.remove(*previous)
+    MODEL_INFO.labels(name, version).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: this process's metrics, or every worker's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,260 @@
+"""Which model this worker serves, where it came from, and how it is replaced safely.
+
+* Start-up loads ``model_uri`` (a registry alias such as
+  ``models:/lead-readiness@champion``, or a local folder). MLflow's HTTP retries are
+  bounded first, so an unreachable registry is known within ~30 s instead of minutes;
+  the service then serves its **last known good** local copy if it has one, otherwise
+  it stays up but not ready (``/readyz`` says why).
+* A reload fetches the new champion, checks it reproduces its golden rows, publishes it
+  to the local cache and swaps one reference: a request reads the reference once, so
+  no request ever sees half a model and none fails during the swap. Any failure leaves
+  the old model serving and says why.
+* Several worker processes share the cache folder: the worker that reloads publishes,
+  the others notice the new ``current.json`` within ``model_poll_s`` and swap too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from features.spec import load_spec
+from models.golden import check_golden
+from models.readiness import ReadinessModel
+from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+POINTER = "current.json"
+MODEL_FILE = "model.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be fetched, read, or trusted; the message says which."""
+
+
+class ReloadBusyError(RuntimeError):
+    """Another reload is running (in this worker or another one)."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: ReadinessModel
+    name: str
+    version: str
+    source: str  # "registry", "cache" or "local"
+    loaded_at: str
+
+
+class ModelStore:
+    """Holds the served model for one worker; swaps are a single reference assignment."""
+
+    def __init__(self, settings: ServingSettings) -> None:
+        self.settings = settings
+        self.cache_dir = settings.path(settings.model_cache_dir)
+        self.current: ServedModel | None = None
+        self.problem: str | None = "model not loaded yet"
+        self._reload_lock = threading.Lock()
+        self._expected_spec = load_spec(settings.spec)
+
+    # -- start-up --------------------------------------------------------------------
+
+    def load_initial(self) -> None:
+        """Registry (or local folder) first; the cached copy when that fails."""
+        try:
+            served = self._fetch(self.settings.model_uri)
+        except ModelLoadError as exc:
+            log.warning("could not load %s: %s", self.settings.model_uri, exc)
+            cached = self._from_cache()
+            if cached is None:
+                self.problem = f"no model: {exc}; and no last known good copy"
+                return
+            log.warning("serving the last known good copy, version %s", cached.version)
+            served = cached
+        self._swap(served)
+
+    # -- reload ----------------------------------------------------------------------
+
+    def reload(self) -> tuple[str | None, ServedModel]:
+        """Fetch, verify, publish and swap; (previous version, new model). Raises on failure."""
+        if not self._reload_lock.acquire(blocking=False):
+            raise ReloadBusyError("a reload is already running in this worker")
+        try:
+            with self._cross_worker_lock():
+                before = self.current.version if self.current else None
+                served = self._fetch(self.settings.model_uri)
+                self._swap(served)
+                return before, served
+        finally:
+            self._reload_lock.release()
+
+    def poll(self) -> bool:
+        """Adopt a model another worker published; True when this worker swapped."""
+        pointer = self._read_pointer()
+        if pointer is None or (self.current and self.current.version == pointer["version"]):
+            return False
+        cached = self._from_cache()
+        if cached is None:
+            return False
+        self._swap(cached)
+        return True
+
+    # -- internals -------------------------------------------------------------------
+
+    def _swap(self, served: ServedModel) -> None:
+        self.current = served  # one assignment: readers see the old or the new model
+        self.problem = None
+        log.info("serving %s version %s (%s)", served.name, served.version, served.source)
+
+    def _fetch(self, uri: str) -> ServedModel:
+        if uri.startswith("models:/"):
+            folder, name, version = self._download(uri)
+            served = self._verified(folder, name, version, "registry")
+            self._publish(folder, served)
+            return served
+        folder = _model_folder(Path(uri))
+        model_name = "local"
+        return self._verified(folder, model_name, _local_version(folder), "local")
+
+    def _verified(self, folder: Path, name: str, version: str, source: str) -> ServedModel:
+        try:
+            model = ReadinessModel.load(folder)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot read the model in {folder.name}: {exc}") from exc
+        spec = model.builder.spec
+        expected = self._expected_spec
+        if (spec.name, spec.version) != (expected.name, expected.version):
+            raise ModelLoadError(
+                f"model was trained on spec {spec.name} v{spec.version}, the API accepts "
+                f"{expected.name} v{expected.version}"
+            )
+        problems = check_golden(model, folder)
+        if problems:
+            raise ModelLoadError(f"golden rows not reproduced: {'; '.join(problems[:3])}")
+        model.metadata["version"] = version
+        model.metadata["name"] = name
+        return ServedModel(model, name, version, source, datetime.now(UTC).isoformat())
+
+    def _download(self, uri: str) -> tuple[Path, str, str]:
+        """Resolve the alias and download the version, with bounded retries and timeouts."""
+        _bound_mlflow_http(self.settings)
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        tracking = self.settings.resolved_tracking_uri()
+        name, ref = _parse_models_uri(uri)
+        try:
+            client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+            version = (
+                client.get_model_version_by_alias(name, ref).version if not ref.isdigit() else ref
+            )
+            target = Path(tempfile.mkdtemp(prefix="leadscore-model-"))
+            mlflow.set_registry_uri(tracking)
+            mlflow.set_tracking_uri(tracking)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
+            )
+        except (MlflowException, OSError) as exc:
+            raise ModelLoadError(f"registry at {_redact(tracking)} failed: {exc}") from exc
+        return _model_folder(Path(local)), name, str(version)
+
+    def _publish(self, folder: Path, served: ServedModel) -> None:
+        """Copy the verified model into the cache and point current.json at it atomically."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        target = self.cache_dir / f"{served.name}-v{served.version}"
+        if not (target / MODEL_FILE).exists():
+            staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".staging-"))
+            shutil.copytree(folder, staging, dirs_exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        pointer = {"name": served.name, "version": served.version, "path": target.name}
+        tmp = self.cache_dir / f".{POINTER}.tmp"
+        tmp.write_text(json.dumps(pointer))
+        os.replace(tmp, self.cache_dir / POINTER)
+
+    def _read_pointer(self) -> dict[str, str] | None:
+        try:
+            data = json.loads((self.cache_dir / POINTER).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _from_cache(self) -> ServedModel | None:
+        pointer = self._read_pointer()
+        if pointer is None:
+            return None
+        try:
+            folder = self.cache_dir / pointer["path"]
+            return self._verified(folder, pointer["name"], pointer["version"], "cache")
+        except (KeyError, ModelLoadError) as exc:
+            log.warning("the cached model cannot be used: %s", exc)
+            return None
+
+    @contextmanager
+    def _cross_worker_lock(self) -> Iterator[None]:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with (self.cache_dir / ".reload.lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ReloadBusyError("a reload is already running in another worker") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _bound_mlflow_http(settings: ServingSettings) -> None:
+    """MLflow's defaults retry for ~4 minutes; a service must know within ~30 s."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.registry_timeout_s)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+
+
+def _parse_models_uri(uri: str) -> tuple[str, str]:
+    body = uri.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, alias
+    name, _, version = body.partition("/")
+    if not version:
+        raise ModelLoadError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, version
+
+
+def _model_folder(path: Path) -> Path:
+    """A saved ReadinessModel folder, or the one inside an MLflow model's artifacts."""
+    if (path / MODEL_FILE).exists():
+        return path
+    found = sorted(path.glob(f"**/{MODEL_FILE}")) if path.is_dir() else []
+    if not found:
+        raise ModelLoadError(f"{path}: no {MODEL_FILE} found (not a leadscore model)")
+    return found[0].parent
+
+
+def _local_version(folder: Path) -> str:
+    try:
+        meta = json.loads((folder / MODEL_FILE).read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        meta = {}
+    return str(meta.get("version") or meta.get("run_id") or folder.name)
+
+
+def _redact(uri: str) -> str:
+    """Drop credentials from a URI before it appears in a message."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri

@@ -1,0 +1,1 @@
+"""Thin routes: validate, call the model or the store, shape the answer."""

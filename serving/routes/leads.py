@@ -1,0 +1,91 @@
+"""GET /v1/leads/ranked: each lead's latest score, highest first: what sales work from.
+
+Paged with an opaque cursor (keyset pagination on score and lead id), so page 500 is as
+fast as page 1 and a lead scored between two page loads is neither skipped nor repeated
+by an offset shift.
+"""
+
+# No `from __future__ import annotations`: the page size limit comes from settings at run
+# time, and FastAPI must see the evaluated annotation.
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from serving.deps import scorelog
+from serving.problems import FieldError, ProblemError
+from serving.schemas import RankedPage
+from serving.security import require
+from serving.settings import ServingSettings
+from serving.storage.scorelog import ScoreLog
+
+Category = Literal["sql", "mql", "nurture", "customer"]
+Grade = Literal["A", "B", "C", "D"]
+
+
+def router(settings: ServingSettings) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["sales"])
+
+    @api.get(
+        "/leads/ranked",
+        response_model=RankedPage,
+        dependencies=[Depends(require("sales"))],
+        summary="Latest score of every lead, highest first",
+    )
+    async def ranked(
+        log: Annotated[ScoreLog, Depends(scorelog)],
+        category: Category | None = None,
+        grade: Grade | None = None,
+        source: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
+        limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> JSONResponse:
+        after = _decode(cursor) if cursor else None
+        items = await run_in_threadpool(
+            log.ranked, category=category, grade=grade, source=source, limit=limit, after=after
+        )
+        total = await run_in_threadpool(
+            log.count_ranked, category=category, grade=grade, source=source
+        )
+        next_cursor = _encode(items[-1].score, items[-1].lead_id) if len(items) == limit else None
+        return JSONResponse(
+            {
+                "items": [
+                    {
+                        "lead_id": i.lead_id,
+                        "score": i.score,
+                        "grade": i.grade,
+                        "category": i.category,
+                        "acquisition_source": i.acquisition_source,
+                        "scored_at": i.scored_at.isoformat(),
+                        "model_version": i.model_version,
+                    }
+                    for i in items
+                ],
+                "next_cursor": next_cursor,
+                "total": total,
+            }
+        )
+
+    return api
+
+
+def _encode(score: int, lead_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}:{lead_id}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        score, lead_id = base64.urlsafe_b64decode(padded).decode().split(":", 1)
+        return int(score), lead_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ProblemError(
+            422,
+            "Invalid cursor",
+            "Use the next_cursor value from the previous page as it is.",
+            errors=[FieldError(field="cursor", problem="not a cursor from this API")],
+        ) from None

@@ -1,0 +1,53 @@
+"""POST /v1/outcomes: what really happened to a lead, the labels of the next training run.
+
+Idempotent: the client's ``idempotency_key`` (or, without one, a hash of the outcome
+itself) is unique in the store, so a retried call writes one row; the answer says
+whether this call recorded it (201) or it was already there (200).
+"""
+
+# No `from __future__ import annotations` here: the body models are built at run time
+# from the spec, and FastAPI must see the real classes in the signatures, not strings.
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from features.spec import FeatureSpec, LifecycleLabel
+from serving.deps import scorelog
+from serving.schemas import OutcomeOut, idempotency_key, outcome_model
+from serving.security import require
+from serving.storage.scorelog import OutcomeRow, ScoreLog
+
+
+def router(spec: FeatureSpec) -> APIRouter:
+    stages = spec.label.stages if isinstance(spec.label, LifecycleLabel) else spec.scored_stages
+    Outcome = outcome_model(list(stages))
+    api = APIRouter(prefix="/v1", tags=["outcomes"])
+
+    @api.post(
+        "/outcomes",
+        response_model=OutcomeOut,
+        status_code=201,
+        dependencies=[Depends(require("crm"))],
+        summary="Record a lead's real outcome (idempotent)",
+        responses={200: {"description": "Already recorded (a retry): nothing new written"}},
+    )
+    async def record_outcome(
+        outcome: Annotated[Outcome, Body()],  # type: ignore[valid-type]
+        log: Annotated[ScoreLog, Depends(scorelog)],
+    ) -> JSONResponse:
+        key = idempotency_key(outcome)
+        row = OutcomeRow(
+            lead_id=outcome.lead_id,  # type: ignore[attr-defined]
+            outcome=outcome.outcome,  # type: ignore[attr-defined]
+            stage=outcome.stage,  # type: ignore[attr-defined]
+            occurred_at=outcome.occurred_at,  # type: ignore[attr-defined]
+            note=outcome.note,  # type: ignore[attr-defined]
+            idempotency_key=key,
+        )
+        new = await run_in_threadpool(log.record_outcome, row)
+        body = {"lead_id": row.lead_id, "recorded": new, "idempotency_key": key}
+        return JSONResponse(body, status_code=201 if new else 200)
+
+    return api

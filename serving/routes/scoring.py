@@ -1,0 +1,150 @@
+"""POST /v1/score and /v1/score/batch: the CRM's calls, and the hot path.
+
+The hot path builds no DataFrame: the validated body becomes the lead dict the feature
+builder reads, the model scores it single-threaded in the thread pool (so the event
+loop keeps serving other requests), and the answer is returned only after the score
+is committed to the scoring log.
+"""
+
+# No `from __future__ import annotations` here: the body models are built at run time
+# from the spec, and FastAPI must see the real classes in the signatures, not strings.
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from features.batch import FeatureError
+from features.spec import FeatureSpec
+from models.readiness import LeadScore
+from serving import metrics
+from serving.deps import scorelog, served_model
+from serving.model_store import ServedModel
+from serving.problems import FieldError, ProblemError
+from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
+from serving.security import require
+from serving.settings import ServingSettings
+from serving.storage.scorelog import ScoreLog, ScoreRow
+
+_SOURCE_FIELD = "acquisition_source"
+
+
+def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
+    Lead = lead_model(spec, max_actions=settings.max_actions)
+    Batch = batch_model(spec, max_leads=settings.max_batch, max_actions=settings.max_actions)
+    reasons = settings.reasons
+    api = APIRouter(prefix="/v1", tags=["scoring"])
+
+    @api.post(
+        "/score",
+        response_model=ScoreOut,
+        dependencies=[Depends(require("crm"))],
+        summary="Score one lead",
+        responses=_ERRORS,
+    )
+    async def score(
+        lead: Annotated[Lead, Body()],  # type: ignore[valid-type]
+        request: Request,
+        served: Annotated[ServedModel, Depends(served_model)],
+        log: Annotated[ScoreLog, Depends(scorelog)],
+    ) -> JSONResponse:
+        record = to_record(lead)
+        try:
+            result = await run_in_threadpool(served.model.score_one, record, reasons=reasons)
+        except FeatureError as exc:
+            raise _unscorable(exc, prefix="") from None
+        request_id = request.state.request_id
+        await log.record_scores([_row(result, record, served, request_id)])
+        metrics.SCORES.labels(result.category).inc()
+        return JSONResponse(_body(result, served, request_id))
+
+    @api.post(
+        "/score/batch",
+        response_model=BatchOut,
+        dependencies=[Depends(require("crm"))],
+        summary=f"Score up to {settings.max_batch} leads, all or nothing",
+        responses=_ERRORS,
+    )
+    async def score_batch(
+        batch: Annotated[Batch, Body()],  # type: ignore[valid-type]
+        request: Request,
+        served: Annotated[ServedModel, Depends(served_model)],
+        log: Annotated[ScoreLog, Depends(scorelog)],
+    ) -> JSONResponse:
+        records = [to_record(lead) for lead in batch.leads]  # type: ignore[attr-defined]
+        try:
+            results = await run_in_threadpool(served.model.score_many, records, reasons=reasons)
+        except FeatureError as exc:
+            raise _unscorable(exc, prefix="leads") from None
+        request_id = request.state.request_id
+        rows = [_row(r, rec, served, request_id) for r, rec in zip(results, records, strict=True)]
+        await log.record_scores(rows)  # one transaction: all or nothing
+        for r in results:
+            metrics.SCORES.labels(r.category).inc()
+        return JSONResponse(
+            {
+                "results": [_body(r, served, request_id) for r in results],
+                "model": {"name": served.name, "version": served.version},
+                "request_id": request_id,
+            }
+        )
+
+    return api
+
+
+def _row(
+    result: LeadScore, record: dict[str, Any], served: ServedModel, request_id: str
+) -> ScoreRow:
+    source = record.get(_SOURCE_FIELD)
+    return ScoreRow(
+        request_id=request_id,
+        lead_id=str(result.lead_id),
+        scored_at=datetime.now(UTC),
+        model_name=served.name,
+        model_version=served.version,
+        probabilities=result.probabilities,
+        score=result.score,
+        grade=result.grade,
+        category=result.category,
+        reasons={k: [r.to_dict() for r in v] for k, v in result.reasons.items()},
+        warnings=result.warnings,
+        acquisition_source=None if source is None else str(source)[:64],
+    )
+
+
+def _body(result: LeadScore, served: ServedModel, request_id: str) -> dict[str, Any]:
+    body = result.to_dict()
+    body["reasons"].setdefault("positive", [])
+    body["reasons"].setdefault("negative", [])
+    body["model"] = {"name": served.name, "version": served.version}
+    body["request_id"] = request_id
+    return body
+
+
+def _unscorable(exc: FeatureError, *, prefix: str) -> ProblemError:
+    """A value the schema let through but the model cannot use: 422 naming the field."""
+    if prefix:
+        field = f"{prefix}[{exc.rows[0]}].{exc.field}" if exc.rows else f"{prefix}.{exc.field}"
+    else:
+        field = exc.field
+    return ProblemError(
+        422,
+        "Unprocessable lead",
+        "A field cannot be scored.",
+        errors=[FieldError(field=field, problem=exc.problem)],
+    )
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": None, "description": text, "content": {"application/problem+json": {}}}
+    for status, text in {
+        400: "Malformed JSON",
+        401: "No or unknown API key",
+        403: "Key of another role",
+        413: "Body too large",
+        415: "Not application/json",
+        422: "A field is invalid (the problem names it)",
+        503: "No model loaded, or the scoring log is unavailable",
+    }.items()
+}

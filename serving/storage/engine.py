@@ -1,0 +1,184 @@
+"""Engines for the scoring log (SQLite or PostgreSQL) and the migration that brings them up.
+
+SQLite settings, and why:
+
+* ``journal_mode=WAL``: readers (the sales board) never block the writer and vice versa,
+  and a commit appends to one file instead of rewriting pages in place.
+* ``synchronous``: with WAL, ``NORMAL`` fsyncs only at checkpoints. A commit that returned
+  is in the WAL file, i.e. in the OS page cache, so it survives the *process* being killed
+  (OOM, SIGKILL, a crash); only an OS crash or power loss can roll back the last commits.
+  ``FULL`` fsyncs the WAL on every commit and survives power loss too, at the price of one
+  fsync per commit (about 1,100 commits/s on the development machine; see
+  ``python -m benchmarks.storage``). The group-commit writer in :mod:`.scorelog` puts many
+  requests into one commit, so FULL costs latency more than throughput.
+* ``busy_timeout=5000``: several API worker processes share one file; a writer waits up to
+  5 s for another's commit instead of failing at once with "database is locked".
+* ``foreign_keys=ON``: SQLite ignores declared foreign keys unless asked.
+* Transactions are begun by us (``BEGIN``, or ``BEGIN IMMEDIATE`` for writers), not by the
+  sqlite3 module, whose implicit transactions commit before DDL and cannot take the write
+  lock up front. That is SQLAlchemy's documented recipe for real SQLite transactions.
+
+PostgreSQL needs nothing special beyond ``pool_pre_ping`` (a connection the server dropped,
+e.g. after a failover or restart, is replaced instead of failing the next request).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().with_name("migrations")
+
+# Execution option naming the SQLite BEGIN mode ("DEFERRED" or "IMMEDIATE") of a connection.
+SQLITE_BEGIN = "leadscore_sqlite_begin"
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Waiting for another process's migration may take longer than waiting for a commit.
+_MIGRATION_BUSY_TIMEOUT_MS = 300_000
+# Any fixed 64-bit key: the PostgreSQL advisory lock that serialises concurrent migrations.
+_PG_MIGRATION_LOCK = 0x6C65_6164_7363_6F72  # "leadscor"
+
+SqliteSynchronous = Literal["NORMAL", "FULL"]
+
+
+def make_engine(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL") -> Engine:
+    """An engine for ``sqlite:///path`` or ``postgresql+psycopg://...``, configured as above.
+
+    In-memory SQLite is refused: each pooled connection would see its own empty database,
+    and the writer thread and the readers use different connections. Use a temporary file.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, sqlite_synchronous)
+    if backend == "postgresql":
+        return create_engine(parsed, pool_pre_ping=True)
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
+    if synchronous not in ("NORMAL", "FULL"):  # it is spliced into a PRAGMA below
+        raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, not {synchronous!r}")
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        raise ValueError("in-memory SQLite cannot be shared by the writer and readers: use a file")
+    if not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see _begin)
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL needs a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            mode = _switch_to_wal(cursor)
+            if str(mode).lower() != "wal":
+                log.warning(
+                    "SQLite refused WAL (journal_mode=%s): readers will block writers", mode
+                )
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE"):
+            raise ValueError(f"{SQLITE_BEGIN} must be DEFERRED or IMMEDIATE, not {mode!r}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> str:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds a lock.
+
+    The switch (once in a database's life: the mode is stored in the file) needs an exclusive
+    lock and SQLite reports "database is locked" at once instead of calling the busy
+    handler, e.g. when several processes open a new database together.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine (same pool) whose transactions take SQLite's write lock at BEGIN.
+
+    A deferred transaction that reads first and writes later can fail with SQLITE_BUSY
+    without waiting when another process committed in between; taking the lock up front
+    makes it wait ``busy_timeout`` instead. PostgreSQL ignores the option.
+    """
+    return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration without an ``alembic.ini``: migrations ship inside the package.
+
+    ``migrations/env.py`` runs on the connection put in ``attributes["connection"]`` (see
+    :func:`migrate`). A new revision, from a checkout::
+
+        config = alembic_config()
+        with engine.connect() as config.attributes["connection"]:
+            alembic.command.revision(config, message="...", autogenerate=True)
+
+    then rename the file to ``vNNNN_<slug>.py`` and review it.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; a no-op when it already is.
+
+    Safe when several API processes start at once: the whole upgrade, including alembic's
+    read of its version table, runs in ONE transaction that first takes a lock the other
+    processes must wait for, then commits. Whoever comes second reads the version the first
+    one committed and has nothing left to do. Both backends have transactional DDL, so a
+    failed migration leaves the previous schema untouched.
+
+    * SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock (waiting up to 5 min).
+    * PostgreSQL: ``pg_advisory_xact_lock``, released by the commit or rollback.
+    """
+    config = alembic_config()
+    sqlite = engine.dialect.name == "sqlite"
+    with writer(engine).connect() as connection:
+        if sqlite:
+            _set_busy_timeout(connection, _MIGRATION_BUSY_TIMEOUT_MS)
+        try:
+            with connection.begin():
+                if engine.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            if sqlite:
+                _set_busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
+
+
+def _set_busy_timeout(connection: Connection, milliseconds: int) -> None:
+    """Outside any transaction, on the driver connection (an execute would BEGIN first)."""
+    dbapi = connection.connection.driver_connection
+    assert dbapi is not None
+    dbapi.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the scoring log (a package so setuptools ships the revisions)."""

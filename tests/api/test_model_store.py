@@ -1,0 +1,135 @@
+"""Where the served model comes from: the registry, the last known good copy, other workers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from models.pyfunc import ARTIFACT_KEY, ReadinessPyfunc, signature
+from models.readiness import ReadinessModel
+from serving.model_store import ModelLoadError, ModelStore
+from serving.settings import ServingSettings
+from tests.servers import free_port
+from training import registry
+
+MODEL = "lead-readiness"
+
+
+def _register(model_dir: Path, run_metric: float = 0.4) -> str:
+    model = ReadinessModel.load(model_dir)
+    golden = json.loads((model_dir / "golden.json").read_text())["records"]
+    with mlflow.start_run() as run:
+        mlflow.log_metric("test_sql_pr_auc", run_metric)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ReadinessPyfunc(),
+            artifacts={ARTIFACT_KEY: str(model_dir)},
+            signature=signature(model.builder.spec, model.stages),
+            input_example=pd.DataFrame(golden[:2]),
+            pip_requirements=["mlflow"],
+        )
+    version = registry.register(info.model_uri, name=MODEL, run_id=run.info.run_id)
+    registry.promote(MODEL, metric="test_sql_pr_auc", force=True)
+    return version.version
+
+
+def _settings(home: Path, tracking_uri: str, **extra: object) -> ServingSettings:
+    return ServingSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        home=home,
+        tracking_uri=tracking_uri,
+        model_cache_dir=home / "cache",
+        **extra,
+    )
+
+
+@pytest.fixture
+def registered(mlflow_home: Path, trained_model_dir: Path) -> ServingSettings:
+    version = _register(trained_model_dir)
+    assert version == "1"
+    return _settings(mlflow_home, mlflow.get_tracking_uri())
+
+
+def test_loads_the_champion_from_the_registry_and_keeps_a_local_copy(
+    registered: ServingSettings,
+) -> None:
+    store = ModelStore(registered)
+    store.load_initial()
+    assert store.current is not None
+    assert (store.current.name, store.current.version, store.current.source) == (
+        MODEL,
+        "1",
+        "registry",
+    )
+    pointer = json.loads((registered.home / "cache" / "current.json").read_text())
+    assert pointer == {"name": MODEL, "version": "1", "path": f"{MODEL}-v1"}
+
+
+def test_unreachable_registry_falls_back_to_the_last_known_good_copy_in_bounded_time(
+    registered: ServingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ModelStore(registered).load_initial()  # publishes version 1 to the cache
+    dead = _settings(registered.home, f"http://127.0.0.1:{free_port()}")
+    store = ModelStore(dead)
+    started = time.monotonic()
+    store.load_initial()
+    assert time.monotonic() - started < 30
+    assert store.current is not None
+    assert (store.current.version, store.current.source) == ("1", "cache")
+
+
+def test_no_registry_and_no_copy_means_not_ready_with_a_reason(tmp_path: Path) -> None:
+    store = ModelStore(_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    store.load_initial()
+    assert store.current is None
+    assert store.problem is not None and "no last known good copy" in store.problem
+
+
+def test_other_workers_adopt_a_published_model(
+    registered: ServingSettings, trained_model_dir: Path
+) -> None:
+    reloading, watching = ModelStore(registered), ModelStore(registered)
+    reloading.load_initial()
+    watching.load_initial()
+    _register(trained_model_dir, run_metric=0.5)  # version 2 becomes champion
+    before, served = reloading.reload()
+    assert (before, served.version) == ("1", "2")
+    assert watching.current is not None and watching.current.version == "1"
+    assert watching.poll() is True
+    assert watching.current.version == "2" and watching.current.source == "cache"
+    assert watching.poll() is False
+
+
+def test_a_model_that_does_not_reproduce_its_golden_rows_is_refused(
+    tmp_path: Path, trained_model_dir: Path
+) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(trained_model_dir, tampered)
+    golden = json.loads((tampered / "golden.json").read_text())
+    golden["expected"][0]["probabilities"]["sql"] += 0.01
+    (tampered / "golden.json").write_text(json.dumps(golden))
+    store = ModelStore(_settings(tmp_path, "unused", model_uri=str(trained_model_dir)))
+    store.load_initial()
+    assert store.current is not None
+    store.settings.model_uri = str(tampered)
+    with pytest.raises(ModelLoadError, match=r"golden rows not reproduced: golden row 0: P\(sql\)"):
+        store.reload()
+    assert store.current.source == "local"
+
+
+def test_a_model_trained_on_another_spec_is_refused(
+    tmp_path: Path, trained_model_dir: Path
+) -> None:
+    store = ModelStore(
+        _settings(tmp_path, "unused", model_uri=str(trained_model_dir), spec="x_education")
+    )
+    store.load_initial()
+    assert store.current is None
+    assert store.problem is not None
+    assert "trained on spec sample_crm v1, the API accepts x_education v1" in store.problem
