@@ -78,9 +78,9 @@ class ReasonWriter:
             return self._action_phrase(self.action_types[source], x)
         if source == "activity":
             days = self._value(f"active_days_{self.windows[-1]}d", x)
-            return f"active on {_int(days)} different days in the last {self.windows[-1]} days"
+            return f"active on {_count(days, 'day')} in the last {_count(self.windows[-1], 'day')}"
         if source == "lead_age":
-            return f"became a lead {_int(self._value('lead_age_days', x))} days ago"
+            return f"became a lead {_ago(self._value('lead_age_days', x))}"
         return source.replace("_", " ")
 
     def _value(self, name: str, x: np.ndarray) -> float:
@@ -110,18 +110,25 @@ class ReasonWriter:
 
     def _action_phrase(self, t: ActionType, x: np.ndarray) -> str:
         counts = [self._value(f"{t.name}_count_{w}d", x) for w in self.windows]
+        ago = self._value(f"{t.name}_days_since_last", x)
         for w, c in zip(self.windows, counts, strict=True):
             if c > 0:
-                ago = self._value(f"{t.name}_days_since_last", x)
-                return f"{_int(c)} {t.phrase} in the last {w} days (latest {_ago(ago)})"
-        ago = self._value(f"{t.name}_days_since_last", x)
+                return f"{t.phrase}: {_int(c)} in the last {_period(w)} (latest {_ago(ago)})"
         if ago < self.cap:
-            return f"no {t.phrase} in the last {self.windows[-1]} days (latest {_ago(ago)})"
+            return f"no {t.phrase} in the last {_period(self.windows[-1])} (latest {_ago(ago)})"
         return f"no {t.phrase} yet"
 
 
 def _int(v: float) -> str:
     return "unknown" if math.isnan(v) else f"{round(v):,}"
+
+
+def _count(n: float, unit: str) -> str:
+    return f"{_int(n)} {unit}" if round(n) == 1 else f"{_int(n)} {unit}s"
+
+
+def _period(days: int) -> str:
+    return "day" if days == 1 else f"{days} days"
 
 
 def _ago(days: float) -> str:

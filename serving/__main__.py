@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import tempfile
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 CURL = """\
   Docs:    http://{host}:{port}/docs
@@ -44,16 +46,35 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     print(f"leadscore: serving on http://{args.host}:{args.port} with {args.workers} worker(s)")
     print(CURL.format(host=args.host, port=args.port, now=now), flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         "serving.app:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
         workers=args.workers,
         access_log=False,
         log_level="warning",
     )
+    sock = tcp_socket(args.host, args.port)
+    if args.workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def tcp_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, created with an explicit IPPROTO_TCP.
+
+    asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections whose socket
+    says ``proto == IPPROTO_TCP``; uvicorn's own multi-worker socket says 0, so every
+    response split in two writes waited ~40 ms for the client's delayed ACK. Measured
+    here: 22 requests/s per keep-alive connection with uvicorn's socket, ~480 with this.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

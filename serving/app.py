@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.spec import load_spec
 from serving import metrics
+from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits
 from serving.model_store import ModelStore
 from serving.problems import install_problem_handlers
@@ -86,8 +87,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(store.load_initial)
     if store.current is not None:
         metrics.set_model(store.current.name, store.current.version)
+    batcher = ScoringBatcher(reasons=settings.reasons)
+    batcher.start()
     app.state.scorelog = scorelog
     app.state.store = store
+    app.state.batcher = batcher
     poller = asyncio.create_task(_poll_models(store, settings.model_poll_s))
     try:
         yield
@@ -95,6 +99,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        await run_in_threadpool(batcher.close)
         await run_in_threadpool(scorelog.close)
         engine.dispose()
 

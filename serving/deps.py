@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from serving.batcher import ScoringBatcher
 from serving.model_store import ModelStore, ServedModel
 from serving.problems import ProblemError
 from serving.settings import ServingSettings
@@ -26,6 +27,11 @@ def served_model(request: Request) -> ServedModel:
     if current is None:
         raise ProblemError(503, "Model not available", "No model is loaded yet; see /readyz.")
     return current
+
+
+def scoring_batcher(request: Request) -> ScoringBatcher:
+    value: ScoringBatcher = request.app.state.batcher
+    return value
 
 
 def scorelog(request: Request) -> ScoreLog:

@@ -1,9 +1,9 @@
 """POST /v1/score and /v1/score/batch: the CRM's calls, and the hot path.
 
 The hot path builds no DataFrame: the validated body becomes the lead dict the feature
-builder reads, the model scores it single-threaded in the thread pool (so the event
-loop keeps serving other requests), and the answer is returned only after the score
-is committed to the scoring log.
+builder reads, the scoring thread scores it together with whatever other requests are
+waiting (``serving.batcher``; the event loop keeps serving), and the answer is
+returned only after the score is committed to the scoring log.
 """
 
 # No `from __future__ import annotations` here: the body models are built at run time
@@ -19,7 +19,8 @@ from features.batch import FeatureError
 from features.spec import FeatureSpec
 from models.readiness import LeadScore
 from serving import metrics
-from serving.deps import scorelog, served_model
+from serving.batcher import ScoringBatcher
+from serving.deps import scorelog, scoring_batcher, served_model
 from serving.model_store import ServedModel
 from serving.problems import FieldError, ProblemError
 from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
@@ -48,10 +49,11 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         request: Request,
         served: Annotated[ServedModel, Depends(served_model)],
         log: Annotated[ScoreLog, Depends(scorelog)],
+        batcher: Annotated[ScoringBatcher, Depends(scoring_batcher)],
     ) -> JSONResponse:
         record = to_record(lead)
         try:
-            result = await run_in_threadpool(served.model.score_one, record, reasons=reasons)
+            result = await batcher.score(served.model, record)
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id

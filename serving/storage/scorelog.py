@@ -61,7 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.elements import ColumnElement
 
-from serving.storage.engine import writer
+from serving.storage.engine import write_turn, writer
 from serving.storage.tables import Base, LeadLatest, Outcome, Score
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class ScoreLog:
             "note": row.note,
             "idempotency_key": row.idempotency_key,
         }
-        with self._writer.begin() as connection:
+        with write_turn(self._engine), self._writer.begin() as connection:
             inserted = connection.execute(_INSERT_OUTCOME, values).first()
         return inserted is not None
 
@@ -364,7 +364,7 @@ class ScoreLog:
             return
         rows = [row for submission in live for row in submission.rows]
         try:
-            with self._writer.begin() as connection:
+            with write_turn(self._engine), self._writer.begin() as connection:
                 self._write(connection, rows)
         except Exception as exc:
             log.exception("committing %d scores of %d requests failed", len(rows), len(live))

@@ -37,7 +37,7 @@ from serving.storage import (
     make_engine,
     migrate,
 )
-from serving.storage.engine import alembic_config
+from serving.storage.engine import SQLITE_BEGIN, alembic_config
 from serving.storage.tables import Base
 
 POSTGRES_URL = os.environ.get(
@@ -143,7 +143,9 @@ def count(engine: Engine, table: str, where: str = "1 = 1") -> int:
 
 def test_migrate_twice_is_a_noop(engine: Engine, log: ScoreLog) -> None:
     record(log, [row("L1", 50)])
+    indexes = {table: inspect(engine).get_indexes(table) for table in TABLES}
     migrate(engine)
+    assert {table: inspect(engine).get_indexes(table) for table in TABLES} == indexes
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
@@ -385,6 +387,36 @@ def test_a_failed_transaction_fails_its_futures_and_the_writer_goes_on(
     assert [r.lead_id for r in log.ranked()] == ["L4", "L1"]
     assert count(engine, "scores") == 2  # the failed batch left nothing behind
     assert count(engine, "scores", "request_id = 'lost-1'") == 0
+
+
+def test_a_request_cancelled_before_its_commit_began_is_not_written(
+    engine: Engine, log: ScoreLog
+) -> None:
+    """A client that went away while queued is dropped; one already being written is not."""
+    blocker = engine.connect()
+    if engine.dialect.name == "sqlite":  # hold the database's write lock
+        blocker = blocker.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        blocker.begin()
+    else:
+        blocker.begin()
+        blocker.execute(text("LOCK TABLE lead_latest IN EXCLUSIVE MODE"))
+    try:
+        first = log.submit_scores([row("L1", 10, request_id="being-written")])
+        deadline = time.monotonic() + 10
+        while not first.running():  # the writer took it and now waits for the lock
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        queued = log.submit_scores([row("L2", 20, request_id="cancelled")])
+        assert queued.cancel()
+        assert not first.cancel()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    first.result(timeout=30)
+    record(log, [row("L3", 30)])
+    assert queued.cancelled()
+    assert count(engine, "scores", "request_id = 'cancelled'") == 0
+    assert [r.lead_id for r in log.ranked()] == ["L3", "L1"]
 
 
 def test_close_commits_what_was_submitted(engine: Engine) -> None:

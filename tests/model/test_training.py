@@ -192,12 +192,14 @@ def test_reasons_are_words_about_the_lead_with_signed_effects(
     positive, negative = result.reasons["positive"], result.reasons["negative"]
     assert 1 <= len(positive) <= 3 and len(negative) <= 3
     assert all(r.effect > 0 for r in positive) and all(r.effect < 0 for r in negative)
-    texts = {r.field: r.text for r in positive + negative}
-    if "pricing_page" in texts:
-        assert (
-            texts["pricing_page"] == "3 pricing page visits in the last 7 days (latest yesterday)"
-        )
     assert all(isinstance(r.text, str) and r.text for r in positive + negative)
+    x = model.builder.build_one(lead).values[0]
+    words = model.reasons.phrase
+    assert (
+        words("pricing_page", x) == "pricing page visits: 3 in the last 7 days (latest yesterday)"
+    )
+    assert words("demo_request", x) == "no demo requests yet"
+    assert words("activity", x) == "active on 3 days in the last 90 days"
 
 
 def test_batch_scores_equal_single_lead_scores(trained: tuple[TrainingSet, TrainOutcome]) -> None:
