@@ -171,18 +171,27 @@ class ModelStore:
         return _model_folder(Path(local)), name, str(version)
 
     def _publish(self, folder: Path, served: ServedModel) -> None:
-        """Copy the verified model into the cache and point current.json at it atomically."""
+        """Copy the verified model into the cache and point current.json at it atomically.
+
+        Every worker publishes at start-up, at the same moment: each step is a rename
+        that either wins or finds the identical copy already there, never a delete of
+        a folder another worker may be reading.
+        """
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         target = self.cache_dir / f"{served.name}-v{served.version}"
         if not (target / MODEL_FILE).exists():
             staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".staging-"))
             shutil.copytree(folder, staging, dirs_exist_ok=True)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                if not (target / MODEL_FILE).exists():
+                    raise ModelLoadError(f"cannot publish the model to {target}") from None
         pointer = {"name": served.name, "version": served.version, "path": target.name}
-        tmp = self.cache_dir / f".{POINTER}.tmp"
-        tmp.write_text(json.dumps(pointer))
+        handle, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{POINTER}.")
+        with os.fdopen(handle, "w") as out:
+            json.dump(pointer, out)
         os.replace(tmp, self.cache_dir / POINTER)
 
     def _read_pointer(self) -> dict[str, str] | None:

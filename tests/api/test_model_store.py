@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -133,3 +134,20 @@ def test_a_model_trained_on_another_spec_is_refused(
     assert store.current is None
     assert store.problem is not None
     assert "trained on spec sample_crm v1, the API accepts x_education v1" in store.problem
+
+
+def test_workers_publishing_the_same_version_at_once_all_succeed(
+    registered: ServingSettings,
+) -> None:
+    stores = [ModelStore(registered) for _ in range(4)]
+    threads = [threading.Thread(target=s.load_initial) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [s.current.version if s.current else None for s in stores] == ["1"] * 4
+    cache = registered.home / "cache"
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
+        "current.json",
+        f"{MODEL}-v1",
+    ]
