@@ -3,8 +3,8 @@
 Everything a score needs travels together in one object and one folder: the fitted
 feature builder, a booster and calibrator per scored stage (MQL, SQL, ...), the
 thresholds and grade bands chosen on validation data, and metadata. Training builds
-it; MLflow stores it; the API and batch scoring load it. Its fast path scores one
-lead from a dict with numpy and single-threaded LightGBM, no pandas.
+it; MLflow stores it; the API and batch scoring load it. Leads given as dicts (the
+API's shape) are scored with numpy and LightGBM alone, no pandas.
 
 Guarantees, in code below rather than in hope:
 
@@ -151,40 +151,29 @@ class ReadinessModel:
     def score_one(
         self, lead: Mapping[str, Any], *, reasons: int = 3, lead_id: str | None = None
     ) -> LeadScore:
-        """The API's fast path: one dict in, one answer out, single-threaded, no pandas."""
-        matrix = self.builder.build_one(lead)
-        X = matrix.values
-        P = self.probabilities(X, threads=1)
-        score = self.scores(P)
-        out = LeadScore(
-            lead_id=lead_id if lead_id is not None else _lead_id(lead, self.builder),
-            probabilities={s: float(p) for s, p in zip(self.stages, P[0], strict=True)},
-            score=int(score[0]),
-            grade=str(self.grades(score)[0]),
-            category=str(self.categories(P)[0]),
-            warnings=matrix.report.warnings_for(0),
-        )
-        if reasons:
-            head = self.heads[int(self.explaining_head(P)[0])]
-            effects = self.reasons.by_source(head.contributions(X, threads=1))[0]
-            out.reasons = self.reasons.top(X[0], effects, reasons)
-        return out
+        """One dict in, one answer out: exactly :meth:`score_many` of a one-lead list."""
+        result = self.score_many([lead], reasons=reasons, threads=1)[0]
+        if lead_id is not None:
+            result.lead_id = lead_id
+        return result
 
     def score_many(
-        self, leads: Sequence[Mapping[str, Any]], *, reasons: int = 3
+        self, leads: Sequence[Mapping[str, Any]], *, reasons: int = 3, threads: int = 0
     ) -> list[LeadScore]:
-        """Several dicts at once (the API's batch): one matrix, one predict per head.
+        """Dict-shaped leads (the API's shape): one matrix, one LightGBM call per head.
 
-        Gives exactly what :meth:`score_one` gives per lead: same features (one code
-        path), and a booster scores every row independently of the others.
+        The one scoring path for leads given as dicts, used by the API, batch requests
+        and golden-row checks alike; a booster scores each row independently of the
+        others, so a lead's answer does not depend on its neighbours. The API passes
+        ``threads=1``: LightGBM's thread pool costs more than it saves on a few rows.
         """
         matrix = self.builder.build(list(leads))
         X = matrix.values
-        P = self.probabilities(X)
+        P = self.probabilities(X, threads=threads)
         scores = self.scores(P)
         grades = self.grades(scores)
         categories = self.categories(P)
-        why = self.reason_sets(X, reasons) if reasons else [{} for _ in leads]
+        why = self.reason_sets(X, reasons, P=P, threads=threads) if reasons else [{} for _ in leads]
         return [
             LeadScore(
                 lead_id=_lead_id(lead, self.builder),
@@ -228,16 +217,19 @@ class ReadinessModel:
         out["model_version"] = self.version
         return out
 
-    def reason_sets(self, X: np.ndarray, k: int = 3) -> list[dict[str, list[Reason]]]:
+    def reason_sets(
+        self, X: np.ndarray, k: int = 3, *, P: np.ndarray | None = None, threads: int = 0
+    ) -> list[dict[str, list[Reason]]]:
         """Reasons for many leads: one SHAP pass per head over the leads it explains."""
-        P = self.probabilities(X)
+        if P is None:
+            P = self.probabilities(X, threads=threads)
         which = self.explaining_head(P)
         out: list[dict[str, list[Reason]]] = [{} for _ in range(len(X))]
         for h, head in enumerate(self.heads):
             rows = np.flatnonzero(which == h)
             if not rows.size:
                 continue
-            effects = self.reasons.by_source(head.contributions(X[rows]))
+            effects = self.reasons.by_source(head.contributions(X[rows], threads=threads))
             for r, e in zip(rows, effects, strict=True):
                 out[r] = self.reasons.top(X[r], e, k)
         return out

@@ -132,6 +132,8 @@ def _period(days: int) -> str:
 
 
 def _ago(days: float) -> str:
+    if math.isnan(days):
+        return "at an unknown time"
     if days < 1:
         return "today"
     if days < 2:

@@ -59,17 +59,26 @@ class ScoringBatcher:
             first = self._queue.get()
             if first is None:
                 return
-            jobs = [first]
-            while len(jobs) < self.max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                jobs.append(job)
-            self._score(jobs)
+            try:
+                self._next_batch(first)
+            except Exception:  # never let the scoring thread die: every later request would hang
+                log.exception("the scoring thread hit an unexpected error")
+
+    def _next_batch(self, first: _Job) -> None:
+        jobs = [first]
+        while len(jobs) < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            jobs.append(job)
+        # A request that went away (its future cancelled) is not scored.
+        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if live:
+            self._score(live)
 
     def _score(self, jobs: list[_Job]) -> None:
         # A reload may swap the model between requests: score each model's jobs apart.
@@ -83,18 +92,15 @@ class ScoringBatcher:
         model = jobs[0].model
         self.calls += 1
         try:
-            results = model.score_many([j.record for j in jobs], reasons=self.reasons)
-        except FeatureError as exc:
-            if len(jobs) == 1:
-                jobs[0].future.set_exception(exc)  # row 0 is this lead
+            results = model.score_many([j.record for j in jobs], reasons=self.reasons, threads=1)
+        except Exception as exc:
+            if len(jobs) > 1:
+                for job in jobs:  # one bad lead must not fail its neighbours
+                    self._score_group([job])
                 return
-            for job in jobs:  # one bad lead must not fail its neighbours
-                self._score_group([job])
-            return
-        except Exception as exc:  # a bug: fail these requests, keep the thread alive
-            log.exception("scoring %d leads failed", len(jobs))
-            for job in jobs:
-                job.future.set_exception(exc)
+            if not isinstance(exc, FeatureError):  # a FeatureError is the caller's 422
+                log.exception("scoring a lead failed")
+            jobs[0].future.set_exception(exc)
             return
         for job, result in zip(jobs, results, strict=True):
             job.future.set_result(result)

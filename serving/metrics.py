@@ -39,8 +39,10 @@ RELOADS = Counter("leadscore_model_reloads_total", "Model reload attempts by out
 
 
 def set_model(name: str, version: str, previous: tuple[str, str] | None = None) -> None:
-    if previous is not None:
-        MODEL_INFO.remove(*previous)
+    # remove() does nothing across worker processes (prometheus/client_python#916):
+    # the old version is set to 0 instead, so a dashboard sees which one is live.
+    if previous is not None and previous != (name, version):
+        MODEL_INFO.labels(*previous).set(0)
     MODEL_INFO.labels(name, version).set(1)
 
 

@@ -64,6 +64,8 @@ class ModelStore:
         self.cache_dir = settings.path(settings.model_cache_dir)
         self.current: ServedModel | None = None
         self.problem: str | None = "model not loaded yet"
+        # What /readyz may tell anyone: our own words, no exception text, hosts or paths.
+        self.public_problem = "The model is not loaded yet."
         self._reload_lock = threading.Lock()
         self._expected_spec = load_spec(settings.spec)
 
@@ -78,6 +80,10 @@ class ModelStore:
             cached = self._from_cache()
             if cached is None:
                 self.problem = f"no model: {exc}; and no last known good copy"
+                self.public_problem = (
+                    "The model could not be loaded and there is no last known good copy; "
+                    "the service log says why."
+                )
                 return
             log.warning("serving the last known good copy, version %s", cached.version)
             served = cached
@@ -114,14 +120,16 @@ class ModelStore:
     def _swap(self, served: ServedModel) -> None:
         self.current = served  # one assignment: readers see the old or the new model
         self.problem = None
+        self.public_problem = ""
         _freeze_heap()
         log.info("serving %s version %s (%s)", served.name, served.version, served.source)
 
     def _fetch(self, uri: str) -> ServedModel:
         if uri.startswith("models:/"):
-            folder, name, version = self._download(uri)
-            served = self._verified(folder, name, version, "registry")
-            self._publish(folder, served)
+            with tempfile.TemporaryDirectory(prefix="leadscore-model-") as tmp:
+                folder, name, version = self._download(uri, Path(tmp))
+                served = self._verified(folder, name, version, "registry")
+                self._publish(folder, served)
             return served
         folder = _model_folder(Path(uri))
         model_name = "local"
@@ -139,14 +147,17 @@ class ModelStore:
                 f"model was trained on spec {spec.name} v{spec.version}, the API accepts "
                 f"{expected.name} v{expected.version}"
             )
-        problems = check_golden(model, folder)
+        try:
+            problems = check_golden(model, folder)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"golden rows cannot be checked: {exc}") from exc
         if problems:
             raise ModelLoadError(f"golden rows not reproduced: {'; '.join(problems[:3])}")
         model.metadata["version"] = version
         model.metadata["name"] = name
         return ServedModel(model, name, version, source, datetime.now(UTC).isoformat())
 
-    def _download(self, uri: str) -> tuple[Path, str, str]:
+    def _download(self, uri: str, target: Path) -> tuple[Path, str, str]:
         """Resolve the alias and download the version, with bounded retries and timeouts."""
         _bound_mlflow_http(self.settings)
         import mlflow
@@ -160,7 +171,6 @@ class ModelStore:
             version = (
                 client.get_model_version_by_alias(name, ref).version if not ref.isdigit() else ref
             )
-            target = Path(tempfile.mkdtemp(prefix="leadscore-model-"))
             mlflow.set_registry_uri(tracking)
             mlflow.set_tracking_uri(tracking)
             local = mlflow.artifacts.download_artifacts(
@@ -188,18 +198,30 @@ class ModelStore:
                 shutil.rmtree(staging, ignore_errors=True)
                 if not (target / MODEL_FILE).exists():
                     raise ModelLoadError(f"cannot publish the model to {target}") from None
-        pointer = {"name": served.name, "version": served.version, "path": target.name}
+        pointer = {
+            "name": served.name,
+            "version": served.version,
+            "path": target.name,
+            "uri": self.settings.model_uri,
+        }
         handle, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{POINTER}.")
         with os.fdopen(handle, "w") as out:
             json.dump(pointer, out)
         os.replace(tmp, self.cache_dir / POINTER)
 
     def _read_pointer(self) -> dict[str, str] | None:
+        """The published model, if it was published for the model URI this worker serves.
+
+        A copy cached for another URI (say, the registry alias, while this worker was
+        told to serve a local folder) is never adopted.
+        """
         try:
             data = json.loads((self.cache_dir / POINTER).read_text())
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict) or data.get("uri") != self.settings.model_uri:
+            return None
+        return data
 
     def _from_cache(self) -> ServedModel | None:
         pointer = self._read_pointer()

@@ -40,7 +40,10 @@ class ServingSettings(BaseSettings):
         description="Last known good copy of the served model, used when the registry is down.",
     )
     database_url: str = Field("sqlite:///artifacts/leadscore.db", description="Scoring log.")
-    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "FULL",
+        description="FULL survives power loss too; grouped commits make it cheap (measured).",
+    )
     api_keys_crm: KeyList = Field(default_factory=list)
     api_keys_sales: KeyList = Field(default_factory=list)
     api_keys_admin: KeyList = Field(default_factory=list)

@@ -38,7 +38,6 @@ def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_training(config, TrackingSettings(), register_model=not args.no_register)
     seconds = time.perf_counter() - started
-    metrics = result.outcome.metrics()
     print(f"Trained in {seconds:.1f} s, run {result.run_id}")
     for r in result.outcome.stages:
         line = (
@@ -48,9 +47,11 @@ def _train(args: argparse.Namespace) -> int:
         )
         if r.baseline is not None:
             line += f"  | baseline ROC-AUC {r.baseline.roc_auc:.4f}"
-        share = metrics.get(f"oracle_share_test_{r.stage}_roc_auc")
-        if share is not None:
-            line += f"  | {100 * share:.1f} % of oracle {r.oracle_auc:.4f}"
+        if r.oracle is not None:
+            line += (
+                f"  | oracle rows: model {r.oracle.model_auc:.4f} = {100 * r.oracle.share:.1f} %"
+                f" of oracle {r.oracle.oracle_auc:.4f}"
+            )
         print(line)
     if result.version is not None:
         print(

@@ -61,6 +61,7 @@ class Split:
     validation: np.ndarray
     test: np.ndarray
     kind: str  # "time" or "stratified"
+    embargoed: int = 0  # training rows dropped because their label overlaps validation
 
 
 def load_training_set(spec: FeatureSpec, config: TrainConfig) -> TrainingSet:
@@ -195,6 +196,15 @@ def _time_split(rows: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> S
     test = np.flatnonzero(lead_order > test_from)
     validation = np.flatnonzero((lead_order > val_from) & (lead_order <= test_from))
     train = np.flatnonzero(lead_order <= val_from)
+    # Embargo: a training label looks `horizon` days past its cut-off; one that would
+    # look into the validation period is dropped, so no outcome from the evaluated
+    # months shapes the model.
+    if len(validation):
+        as_of = rows[AS_OF]
+        first_validation = as_of.iloc[validation].min()
+        ends = as_of.iloc[train] + pd.Timedelta(days=config.horizon_days)
+        kept = (ends <= first_validation).to_numpy()
+        return Split(train[kept], validation, test, "time", embargoed=int((~kept).sum()))
     return Split(train, validation, test, "time")
 
 

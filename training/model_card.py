@@ -125,10 +125,14 @@ def _data_section(
     ]
 
 
+#: Optional metric: the model's ROC-AUC on exactly the rows the oracle was scored on.
+ORACLE_ROWS_AUC = "oracle_rows_roc_auc"
+
+
 def _stage_metrics_section(
     stage: str, values: Mapping[str, float], oracle_auc: float | None
 ) -> list[str]:
-    model_keys = [k for k in values if not k.startswith(_BASELINE_PREFIX)]
+    model_keys = [k for k in values if not k.startswith(_BASELINE_PREFIX) and k != ORACLE_ROWS_AUC]
     has_baseline = any(k.startswith(_BASELINE_PREFIX) for k in values)
     header = ["Metric", "Model"]
     if has_baseline:
@@ -144,10 +148,12 @@ def _stage_metrics_section(
         rows.append(row)
     lines = [f"### {stage}", "", *_table(header, rows), ""]
     if oracle_auc is not None:
-        share = oracle_share(values.get("roc_auc", math.nan), oracle_auc)
+        # Compared on the rows the oracle covers, when the caller says which AUC that is.
+        model_auc = values.get(ORACLE_ROWS_AUC, values.get("roc_auc", math.nan))
+        share = oracle_share(model_auc, oracle_auc)
         lines += [
-            f"Oracle ROC-AUC: {fmt_value(oracle_auc)}. The model reaches "
-            f"{_pct(share)} of it (model AUC / oracle AUC).",
+            f"Oracle ROC-AUC: {fmt_value(oracle_auc)}; the model on the same rows: "
+            f"{fmt_value(model_auc)}, {_pct(share)} of it (model AUC / oracle AUC).",
             "",
         ]
     return lines

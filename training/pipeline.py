@@ -40,7 +40,7 @@ class StageResult:
     p_baseline: np.ndarray | None
     metrics: StageMetrics
     baseline: StageMetrics | None
-    oracle_auc: float | None
+    oracle: OracleComparison | None
     threshold: ChosenThreshold
     best_iteration: int
 
@@ -60,11 +60,10 @@ class TrainOutcome:
             out.update(r.metrics.as_dict(f"test_{r.stage}_"))
             if r.baseline is not None:
                 out.update(r.baseline.as_dict(f"baseline_test_{r.stage}_"))
-            if r.oracle_auc is not None:
-                out[f"oracle_test_{r.stage}_roc_auc"] = r.oracle_auc
-                out[f"oracle_share_test_{r.stage}_roc_auc"] = oracle_share(
-                    r.metrics.roc_auc, r.oracle_auc
-                )
+            if r.oracle is not None:
+                out[f"oracle_test_{r.stage}_roc_auc"] = r.oracle.oracle_auc
+                out[f"oracle_rows_test_{r.stage}_model_roc_auc"] = r.oracle.model_auc
+                out[f"oracle_share_test_{r.stage}_roc_auc"] = r.oracle.share
             out[f"threshold_{r.stage}"] = r.threshold.threshold
             out[f"val_{r.stage}_expected_precision"] = r.threshold.expected_precision
             out[f"val_{r.stage}_expected_volume_share"] = r.threshold.expected_volume_share
@@ -94,18 +93,29 @@ def train(
         builder.monotone_constraints_,
         [str(n) for n in builder.get_feature_names_out()],
     )
-    heads: list[StageHead] = []
-    chosen: list[ChosenThreshold] = []
-    weeks = _weeks(parts["validation"].leads)
+    heads = []
     for stage in spec.scored_stages:
-        head, threshold = _fit_head(stage, m, parts, config, weeks, threads)
-        heads.append(head)
-        chosen.append(threshold)
+        heads.append(_fit_head(stage, m, parts, config, threads))
         clock.lap(f"fit_{stage}")
-    enforce_order(chosen)
-
+    # Thresholds and grade bands are chosen on what will be served: calibrated and
+    # capped along the funnel (P(SQL) <= P(MQL)), on validation rows.
     provisional = ReadinessModel(builder, heads, {"A": 100.0, "B": 100.0, "C": 100.0})
-    bands = grade_bands(provisional.scores(provisional.probabilities(X["validation"])))
+    P_val = provisional.probabilities(X["validation"])
+    weeks = _weeks(parts["validation"].leads)
+    chosen = [
+        choose_threshold(
+            head.stage,
+            parts["validation"].labels[head.stage].to_numpy(),
+            P_val[:, j],
+            config.policy_for(head.stage),
+            weeks=weeks,
+        )
+        for j, head in enumerate(heads)
+    ]
+    enforce_order(chosen)
+    for head, threshold in zip(heads, chosen, strict=True):
+        head.threshold = threshold.threshold
+    bands = grade_bands(provisional.scores(P_val))
     model = ReadinessModel(builder, heads, bands, _metadata(spec, config, data, split))
     P_test = model.probabilities(X["test"])
     results = []
@@ -119,7 +129,7 @@ def train(
                 p_baseline=None,
                 metrics=stage_metrics(y_test, P_test[:, j]),
                 baseline=None,
-                oracle_auc=_oracle_auc(parts["test"], head.stage, y_test),
+                oracle=_oracle(parts["test"], head.stage, y_test, P_test[:, j]),
                 threshold=threshold,
                 best_iteration=int(head.booster.best_iteration),
             )
@@ -138,19 +148,15 @@ def _fit_head(
     m: Matrices,
     parts: dict[str, TrainingSet],
     config: TrainConfig,
-    weeks: float | None,
     threads: int,
-) -> tuple[StageHead, ChosenThreshold]:
-    """Booster on train, calibration and threshold on validation: one stage's head."""
+) -> StageHead:
+    """Booster on train, early-stopped and calibrated on validation: one stage's head."""
     y_train = parts["train"].labels[stage].to_numpy()
     y_val = parts["validation"].labels[stage].to_numpy()
     booster = fit_booster(m, y_train, y_val, config.lightgbm, seed=config.seed, threads=threads)
     margin_val = np.asarray(booster.predict(m.X_val, raw_score=True))
     calibrator = Calibrator.fit(margin_val, y_val, config.calibration)
-    threshold = choose_threshold(
-        stage, y_val, calibrator(margin_val), config.policy_for(stage), weeks=weeks
-    )
-    return StageHead(stage, booster, calibrator, threshold.threshold), threshold
+    return StageHead(stage, booster, calibrator, threshold=1.0)  # set once all heads exist
 
 
 def _parts(split: Split) -> dict[str, np.ndarray]:
@@ -170,15 +176,38 @@ def _add_baselines(
         r.baseline = stage_metrics(r.y_test, r.p_baseline)
 
 
-def _oracle_auc(test: TrainingSet, stage: str, y: np.ndarray) -> float | None:
-    """ROC-AUC of the generator's true probabilities: the best ranking possible."""
+@dataclass(frozen=True)
+class OracleComparison:
+    """The generator's true probabilities and the model, ranked on the very same rows."""
+
+    oracle_auc: float
+    model_auc: float
+    rows: int
+
+    @property
+    def share(self) -> float:
+        return oracle_share(self.model_auc, self.oracle_auc)
+
+
+def _oracle(
+    test: TrainingSet, stage: str, y: np.ndarray, p_model: np.ndarray
+) -> OracleComparison | None:
+    """The best ranking possible, on the test rows where the generator's truth applies.
+
+    The truth is the probability used at the lead's decision time, so only snapshots
+    taken then are compared, and the model's ROC-AUC is recomputed on those rows.
+    """
     if test.truth is None or f"p_{stage}" not in test.truth.columns:
         return None
     p = test.truth[f"p_{stage}"].to_numpy()
     known = ~np.isnan(p)
     if known.sum() < 10 or len(np.unique(y[known])) < 2:
         return None
-    return stage_metrics(y[known], p[known]).roc_auc
+    return OracleComparison(
+        oracle_auc=stage_metrics(y[known], p[known]).roc_auc,
+        model_auc=stage_metrics(y[known], p_model[known]).roc_auc,
+        rows=int(known.sum()),
+    )
 
 
 def _weeks(rows: pd.DataFrame) -> float | None:

@@ -36,7 +36,7 @@ from models.readiness import ReadinessModel
 from training import plots
 from training.config import TrainConfig
 from training.dataset import TrainingSet, load_training_set, split
-from training.model_card import render_model_card
+from training.model_card import ORACLE_ROWS_AUC, render_model_card
 from training.pipeline import TrainOutcome, train
 from training.registry import VersionInfo, register
 from training.tracking import TrackingSettings, configure
@@ -156,7 +156,9 @@ def _card(
         metrics[r.stage] = r.metrics.as_dict()
         if r.baseline is not None:
             metrics[r.stage] |= r.baseline.as_dict("baseline_")
-    oracle = {r.stage: r.oracle_auc for r in outcome.stages if r.oracle_auc is not None}
+        if r.oracle is not None:
+            metrics[r.stage][ORACLE_ROWS_AUC] = r.oracle.model_auc
+    oracle = {r.stage: r.oracle.oracle_auc for r in outcome.stages if r.oracle is not None}
     s = outcome.summary
     return render_model_card(
         model_name=model_name,

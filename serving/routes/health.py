@@ -24,7 +24,7 @@ def router() -> APIRouter:
     async def readyz(models: Annotated[ModelStore, Depends(store)]) -> JSONResponse:
         served = models.current
         if served is None:
-            raise ProblemError(503, "Not ready", models.problem or "no model loaded")
+            raise ProblemError(503, "Not ready", models.public_problem)
         return JSONResponse(
             {"status": "ready", "model": {"name": served.name, "version": served.version}}
         )

@@ -13,16 +13,15 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from features.spec import FeatureSpec, LifecycleLabel
+from features.spec import FeatureSpec
 from serving.deps import scorelog
-from serving.schemas import OutcomeOut, idempotency_key, outcome_model
+from serving.schemas import OutcomeOut, idempotency_key, outcome_model, spec_stages
 from serving.security import require
 from serving.storage.scorelog import OutcomeRow, ScoreLog
 
 
 def router(spec: FeatureSpec) -> APIRouter:
-    stages = spec.label.stages if isinstance(spec.label, LifecycleLabel) else spec.scored_stages
-    Outcome = outcome_model(list(stages))
+    Outcome = outcome_model(spec_stages(spec))
     api = APIRouter(prefix="/v1", tags=["outcomes"])
 
     @api.post(

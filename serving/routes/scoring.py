@@ -8,15 +8,17 @@ returned only after the score is committed to the scoring log.
 
 # No `from __future__ import annotations` here: the body models are built at run time
 # from the spec, and FastAPI must see the real classes in the signatures, not strings.
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from features.batch import FeatureError
-from features.spec import FeatureSpec
+from features.spec import FeatureSpec, normalise_token
 from models.readiness import LeadScore
 from serving import metrics
 from serving.batcher import ScoringBatcher
@@ -57,7 +59,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id
-        await log.record_scores([_row(result, record, served, request_id)])
+        await _durably(log, [_row(result, record, served, request_id)])
         metrics.SCORES.labels(result.category).inc()
         return JSONResponse(_body(result, served, request_id))
 
@@ -81,7 +83,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
             raise _unscorable(exc, prefix="leads") from None
         request_id = request.state.request_id
         rows = [_row(r, rec, served, request_id) for r, rec in zip(results, records, strict=True)]
-        await log.record_scores(rows)  # one transaction: all or nothing
+        await _durably(log, rows)  # one transaction: all or nothing
         for r in results:
             metrics.SCORES.labels(r.category).inc()
         return JSONResponse(
@@ -93,6 +95,20 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         )
 
     return api
+
+
+async def _durably(log: ScoreLog, rows: list[ScoreRow]) -> None:
+    """Commit the scores or answer 503: nothing is acknowledged that is not stored."""
+    try:
+        await log.record_scores(rows)
+    except (SQLAlchemyError, RuntimeError, OSError):
+        logging.getLogger(__name__).exception("the scoring log could not commit")
+        raise ProblemError(
+            503,
+            "Scoring log unavailable",
+            "The score could not be stored, so it is not returned; retry shortly.",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 def _row(
@@ -111,7 +127,7 @@ def _row(
         category=result.category,
         reasons={k: [r.to_dict() for r in v] for k, v in result.reasons.items()},
         warnings=result.warnings,
-        acquisition_source=None if source is None else str(source)[:64],
+        acquisition_source=None if source is None else normalise_token(str(source))[:64],
     )
 
 

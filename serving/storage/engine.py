@@ -190,6 +190,9 @@ def _set_busy_timeout(connection: Connection, milliseconds: int) -> None:
     dbapi.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
 
+WRITE_TURN_TIMEOUT_S = 5.0
+
+
 @contextmanager
 def write_turn(engine: Engine) -> Iterator[None]:
     """Take turns with other processes before a write transaction on a SQLite file.
@@ -204,7 +207,19 @@ def write_turn(engine: Engine) -> Iterator[None]:
         yield
         return
     with open(f"{database}.write-lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + WRITE_TURN_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Bounded like SQLite's own busy timeout: a stuck writer elsewhere turns
+                # into an error (the API's 503), never an endless wait.
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        "another process holds the scoring log's write lock"
+                    ) from None
+                time.sleep(0.0002)
         try:
             yield
         finally:

@@ -262,7 +262,11 @@ def test_not_ready_without_a_model_says_why(tmp_path: Path) -> None:
         ready = c.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["title"] == "Not ready"
-        assert "no last known good copy" in ready.json()["detail"]
+        assert ready.json()["detail"] == (
+            "The model could not be loaded and there is no last known good copy; "
+            "the service log says why."
+        )
+        assert "no-model-here" not in ready.text
         scored = c.post("/v1/score", json=lead(), headers=crm())
         assert scored.status_code == 503
 
@@ -331,3 +335,27 @@ def test_no_request_fails_during_reloads(client: TestClient) -> None:
         t.join()
     assert reloads == [200, 200, 200]
     assert len(statuses) > 20 and set(statuses) == {200}
+
+
+def test_a_score_that_cannot_be_stored_is_not_returned(
+    client: TestClient, settings: ServingSettings
+) -> None:
+    client.app.state.scorelog.close()  # type: ignore[attr-defined]  # the database is gone
+    response = client.post("/v1/score", json=lead(), headers=crm())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    body = response.json()
+    assert (body["title"], body["detail"]) == (
+        "Scoring log unavailable",
+        "The score could not be stored, so it is not returned; retry shortly.",
+    )
+    assert "probabilities" not in body
+    assert count_rows(settings, "scores") == 0
+
+
+def test_a_lead_without_dates_is_scored_as_of_now(client: TestClient) -> None:
+    body = {k: v for k, v in lead().items() if k not in {"created_at", "as_of"}}
+    response = client.post("/v1/score", json=body, headers=crm())
+    assert response.status_code == 200
+    texts = [r["text"] for side in response.json()["reasons"].values() for r in side]
+    assert all("nan" not in t for t in texts)

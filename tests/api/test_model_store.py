@@ -69,7 +69,12 @@ def test_loads_the_champion_from_the_registry_and_keeps_a_local_copy(
         "registry",
     )
     pointer = json.loads((registered.home / "cache" / "current.json").read_text())
-    assert pointer == {"name": MODEL, "version": "1", "path": f"{MODEL}-v1"}
+    assert pointer == {
+        "name": MODEL,
+        "version": "1",
+        "path": f"{MODEL}-v1",
+        "uri": "models:/lead-readiness@champion",
+    }
 
 
 def test_unreachable_registry_falls_back_to_the_last_known_good_copy_in_bounded_time(
@@ -121,6 +126,18 @@ def test_a_model_that_does_not_reproduce_its_golden_rows_is_refused(
     store.settings.model_uri = str(tampered)
     with pytest.raises(ModelLoadError, match=r"golden rows not reproduced: golden row 0: P\(sql\)"):
         store.reload()
+    assert store.current.source == "local"
+
+
+def test_a_cached_copy_of_another_model_uri_is_never_adopted(
+    registered: ServingSettings, trained_model_dir: Path
+) -> None:
+    ModelStore(registered).load_initial()  # caches the registry champion
+    local = _settings(registered.home, "unused", model_uri=str(trained_model_dir))
+    store = ModelStore(local)
+    store.load_initial()
+    assert store.current is not None and store.current.source == "local"
+    assert store.poll() is False
     assert store.current.source == "local"
 
 

@@ -29,14 +29,17 @@ def test_snapshots_are_labelled_from_history_within_the_horizon(
     trained: tuple[TrainingSet, TrainOutcome],
 ) -> None:
     data, _ = trained
-    assert len(data) + data.dropped["horizon_not_observed"] == 3000
+    # Three snapshots per lead (7, 14 and 30 days after it arrived).
+    assert len(data) + data.dropped["horizon_not_observed"] == 3 * 3000
     assert 0 < data.dropped["horizon_not_observed"] < 300  # only the newest leads
     assert list(data.labels.columns) == ["mql", "sql"]
     assert (data.labels["sql"] <= data.labels["mql"]).all()
     assert 0.18 < data.labels["mql"].mean() < 0.32
     assert 0.03 < data.labels["sql"].mean() < 0.12
     created = pd.to_datetime(data.leads["created_at"], utc=True)
-    assert ((data.leads[AS_OF] - created) == pd.Timedelta(days=30)).all()
+    ages = (data.leads[AS_OF] - created).dt.days
+    assert set(ages) == {7, 14, 30}
+    assert (data.leads.groupby("lead_id")[AS_OF].count() <= 3).all()
 
 
 def test_time_split_puts_the_newest_leads_in_test(
@@ -46,12 +49,20 @@ def test_time_split_puts_the_newest_leads_in_test(
     parts = split(data, sample_spec, small_config(sample_dir))
     as_of = data.leads[AS_OF]
     assert parts.kind == "time"
-    assert as_of.iloc[parts.train].max() <= as_of.iloc[parts.validation].min()
-    assert as_of.iloc[parts.validation].max() <= as_of.iloc[parts.test].min()
+    # Leads (all their snapshots together) are ordered by their first cut-off.
+    first = data.leads.groupby("lead_id")[AS_OF].transform("min")
+    assert first.iloc[parts.train].max() <= first.iloc[parts.validation].min()
+    assert first.iloc[parts.validation].max() <= first.iloc[parts.test].min()
     ids = data.leads["lead_id"]
     assert not set(ids.iloc[parts.train]) & set(ids.iloc[parts.test])
-    assert len(parts.train) + len(parts.validation) + len(parts.test) == len(data)
-    assert len(parts.test) == pytest.approx(0.2 * len(data), abs=2)
+    assert not set(ids.iloc[parts.train]) & set(ids.iloc[parts.validation])
+    assert len(parts.train) + parts.embargoed + len(parts.validation) + len(parts.test) == len(data)
+    # Embargo: no training label (cut-off + 90 days) reaches into the validation period.
+    horizon = pd.Timedelta(days=90)
+    assert (as_of.iloc[parts.train] + horizon).max() <= as_of.iloc[parts.validation].min()
+    assert parts.embargoed > 0
+    test_leads = ids.iloc[parts.test].nunique()
+    assert test_leads == pytest.approx(0.2 * ids.nunique(), abs=3)
 
 
 def test_model_ranks_close_to_the_oracle_and_beats_chance(
