@@ -95,6 +95,7 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs ml
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
+	$(PY) -m benchmarks.storage
 	$(PY) -m benchmarks.serving
 
 .PHONY: mlflow-ui

@@ -44,6 +44,10 @@ def bench_training(n: int) -> dict[str, Any]:
         out[f"{stage}_roc_auc"] = round(metrics[f"test_{stage}_roc_auc"], 4)
         out[f"{stage}_baseline_roc_auc"] = round(metrics[f"baseline_test_{stage}_roc_auc"], 4)
         out[f"{stage}_oracle_roc_auc"] = round(metrics[f"oracle_test_{stage}_roc_auc"], 4)
+        # Day-30 snapshots only: the rows where the generator's truth applies.
+        out[f"{stage}_model_roc_auc_oracle_rows"] = round(
+            metrics[f"oracle_rows_test_{stage}_model_roc_auc"], 4
+        )
         out[f"{stage}_share_of_oracle"] = round(metrics[f"oracle_share_test_{stage}_roc_auc"], 4)
         out[f"{stage}_pr_auc"] = round(metrics[f"test_{stage}_pr_auc"], 4)
         out[f"{stage}_ece"] = round(metrics[f"test_{stage}_ece"], 4)
