@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from features.builder import LeadFeatureBuilder
 from features.spec import FeatureSpec
@@ -25,7 +24,13 @@ from training.config import TrainConfig
 from training.dataset import AS_OF, Split, TrainingSet, describe
 from training.evaluation import StageMetrics, oracle_share, stage_metrics
 from training.fit import Matrices, fit_baseline, fit_booster
-from training.thresholds import ChosenThreshold, choose_threshold, enforce_order, grade_bands
+from training.thresholds import (
+    ChosenThreshold,
+    choose_threshold,
+    enforce_order,
+    grade_bands,
+    weeks_spanned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +106,8 @@ def train(
     # capped along the funnel (P(SQL) <= P(MQL)), on validation rows.
     provisional = ReadinessModel(builder, heads, {"A": 100.0, "B": 100.0, "C": 100.0})
     P_val = provisional.probabilities(X["validation"])
-    weeks = _weeks(parts["validation"].leads)
+    validation_rows = parts["validation"].leads
+    weeks = weeks_spanned(validation_rows[AS_OF]) if AS_OF in validation_rows else None
     chosen = [
         choose_threshold(
             head.stage,
@@ -208,13 +214,6 @@ def _oracle(
         model_auc=stage_metrics(y[known], p_model[known]).roc_auc,
         rows=int(known.sum()),
     )
-
-
-def _weeks(rows: pd.DataFrame) -> float | None:
-    if AS_OF not in rows.columns or len(rows) < 2:
-        return None
-    span = (rows[AS_OF].max() - rows[AS_OF].min()) / pd.Timedelta(weeks=1)
-    return float(span) if span > 0 else None
 
 
 def _metadata(

@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from training.evaluation import FloatArray, IntArray, threshold_stats, validate_inputs
@@ -350,3 +351,17 @@ def grade_bands(
     cuts = np.quantile(scores, 1.0 - shares_arr)
     cuts = np.minimum.accumulate(cuts)  # monotone by construction; guard float noise
     return {grade: float(cut) for grade, cut in zip(_GRADES, cuts, strict=False)}
+
+
+def weeks_spanned(times: pd.Series) -> float | None:
+    """Length in weeks of the period ``times`` covers (newest minus oldest).
+
+    None when fewer than two distinct times are known, since no rate per week follows
+    from a single instant. This is the measure training uses to turn ``weekly:N`` into
+    a share of the validation rows.
+    """
+    stamps = pd.to_datetime(times, utc=True).dropna()
+    if len(stamps) < 2:
+        return None
+    span = (stamps.max() - stamps.min()) / pd.Timedelta(weeks=1)
+    return float(span) if span > 0 else None
