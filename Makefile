@@ -96,7 +96,12 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs ml
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
 	$(PY) -m benchmarks.storage
+	$(PY) -m benchmarks.board
 	$(PY) -m benchmarks.serving
+
+.PHONY: screenshot
+screenshot: $(STAMP) ## Re-take docs/board.png with headless Chromium (needs /usr/bin/chromium)
+	LEADSCORE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/api/test_board_browser.py -m slow -q
 
 .PHONY: mlflow-ui
 mlflow-ui: $(STAMP) ## Browse the embedded MLflow store on http://127.0.0.1:5000

@@ -468,9 +468,12 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
                 "absent; pass an actions table or the aggregated columns",
             )
         out = np.column_stack([np.asarray(batch.columns[c], dtype=np.float64) for c in names])
-        negative = np.flatnonzero((out < 0).any(axis=1))
+        # Counts, days and decayed sums cannot be negative; velocity (recent rate minus
+        # long-run rate) is negative whenever activity slows down.
+        signed = np.array([n == "recent_velocity" for n in names])
+        negative = np.flatnonzero(((out < 0) & ~signed).any(axis=1))
         if negative.size:
-            col = names[int(np.flatnonzero(out[negative[0]] < 0)[0])]
+            col = names[int(np.flatnonzero((out[negative[0]] < 0) & ~signed)[0])]
             raise FeatureError(col, negative, "action aggregates cannot be negative")
         return out
 

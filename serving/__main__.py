@@ -19,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 
 CURL = """\
   Docs:    http://{host}:{port}/docs
+  Board:   http://{host}:{port}/board   (sign in with the sales key from .env)
   Health:  http://{host}:{port}/readyz
   Try it (the CRM key is in .env; it is not printed here):
     KEY=$(sed -n 's/^LEADSCORE_API_KEYS_CRM=\\([^,]*\\).*/\\1/p' .env)

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.spec import load_spec
-from serving import metrics
+from serving import board, metrics
 from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits
 from serving.model_store import ModelStore
@@ -69,6 +69,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(leads.router(settings))
     app.include_router(admin.router())
     app.include_router(health.router())
+    app.include_router(board.router(settings))
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

@@ -7,14 +7,13 @@ by an offset shift.
 
 # No `from __future__ import annotations`: the page size limit comes from settings at run
 # time, and FastAPI must see the evaluated annotation.
-import base64
-import binascii
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from serving.cursor import decode_cursor, encode_cursor
 from serving.deps import scorelog
 from serving.problems import FieldError, ProblemError
 from serving.schemas import RankedPage
@@ -43,14 +42,16 @@ def router(settings: ServingSettings) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> JSONResponse:
-        after = _decode(cursor) if cursor else None
+        after = _after(cursor) if cursor else None
         items = await run_in_threadpool(
             log.ranked, category=category, grade=grade, source=source, limit=limit, after=after
         )
         total = await run_in_threadpool(
             log.count_ranked, category=category, grade=grade, source=source
         )
-        next_cursor = _encode(items[-1].score, items[-1].lead_id) if len(items) == limit else None
+        next_cursor = (
+            encode_cursor(items[-1].score, items[-1].lead_id) if len(items) == limit else None
+        )
         return JSONResponse(
             {
                 "items": [
@@ -73,19 +74,13 @@ def router(settings: ServingSettings) -> APIRouter:
     return api
 
 
-def _encode(score: int, lead_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{score}:{lead_id}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[int, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        score, lead_id = base64.urlsafe_b64decode(padded).decode().split(":", 1)
-        return int(score), lead_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+def _after(cursor: str) -> tuple[int, str]:
+    after = decode_cursor(cursor)
+    if after is None:
         raise ProblemError(
             422,
             "Invalid cursor",
             "Use the next_cursor value from the previous page as it is.",
             errors=[FieldError(field="cursor", problem="not a cursor from this API")],
-        ) from None
+        )
+    return after
