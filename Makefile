@@ -46,6 +46,10 @@ $(DATA_DIR)/leads.csv:
 train: $(STAMP) $(DATA_DIR)/leads.csv ## Train on the sample data, log to MLflow, register a challenger
 	$(PY) -m training.cli train --config sample
 
+.PHONY: score
+score: $(STAMP) $(DATA_DIR)/leads.csv ## Score data/sample with the champion into data/sample/scores.csv (ARGS=--sort ...)
+	$(PY) -m serving.batch_score --leads $(DATA_DIR)/leads.csv --actions $(DATA_DIR)/actions.csv --out $(DATA_DIR)/scores.csv $(ARGS)
+
 .PHONY: eval-real
 eval-real: $(STAMP) ## 5-fold cross-validation on ../shared/data/x_education/Leads.csv
 	$(PY) -m training.cli eval-real --config x_education
@@ -97,6 +101,7 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs ml
 	$(PY) -m benchmarks.training
 	$(PY) -m benchmarks.storage
 	$(PY) -m benchmarks.board
+	$(PY) -m benchmarks.batch_scoring
 	$(PY) -m benchmarks.serving
 
 .PHONY: screenshot
