@@ -53,7 +53,13 @@ from serving.schemas import (
     spec_stages,
 )
 from serving.settings import ServingSettings
-from serving.storage.scorelog import OutcomeRow, RankedLead, ScoreLog, ScoreRow
+from serving.storage.scorelog import (
+    OutcomeConflictError,
+    OutcomeRow,
+    RankedLead,
+    ScoreLog,
+    ScoreRow,
+)
 
 PAGE_SIZE = 50
 SESSION_COOKIE = "leadscore_board"
@@ -484,7 +490,11 @@ def router(settings: ServingSettings) -> APIRouter:
             note=outcome.note,
             idempotency_key=idempotency_key(outcome),
         )
-        new = await run_in_threadpool(log.record_outcome, row)
+        try:
+            new = await run_in_threadpool(log.record_outcome, row)
+        except OutcomeConflictError:
+            # The same form sent again: its key names the event, its clock time differs.
+            new = False
         result = "recorded" if new else "duplicate"
         return _redirect(lead_url(lead_id, result=result, outcome=row.outcome))
 

@@ -15,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from features.spec import FeatureSpec
 from serving.deps import scorelog
+from serving.problems import ProblemError
 from serving.schemas import OutcomeOut, idempotency_key, outcome_model, spec_stages
 from serving.security import require
-from serving.storage.scorelog import OutcomeRow, ScoreLog
+from serving.storage.scorelog import OutcomeConflictError, OutcomeRow, ScoreLog
 
 
 def router(spec: FeatureSpec) -> APIRouter:
@@ -30,7 +31,10 @@ def router(spec: FeatureSpec) -> APIRouter:
         status_code=201,
         dependencies=[Depends(require("crm"))],
         summary="Record a lead's real outcome (idempotent)",
-        responses={200: {"description": "Already recorded (a retry): nothing new written"}},
+        responses={
+            200: {"description": "Already recorded (a retry): nothing new written"},
+            409: {"description": "The idempotency key was used for a different outcome"},
+        },
     )
     async def record_outcome(
         outcome: Annotated[Outcome, Body()],  # type: ignore[valid-type]
@@ -45,7 +49,15 @@ def router(spec: FeatureSpec) -> APIRouter:
             note=outcome.note,  # type: ignore[attr-defined]
             idempotency_key=key,
         )
-        new = await run_in_threadpool(log.record_outcome, row)
+        try:
+            new = await run_in_threadpool(log.record_outcome, row)
+        except OutcomeConflictError:
+            raise ProblemError(
+                409,
+                "Idempotency key reused",
+                "This idempotency_key was already used for a different outcome; "
+                "nothing was recorded. Send a new key for a new event.",
+            ) from None
         body = {"lead_id": row.lead_id, "recorded": new, "idempotency_key": key}
         return JSONResponse(body, status_code=201 if new else 200)
 

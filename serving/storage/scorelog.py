@@ -102,6 +102,14 @@ def _check_aware(value: datetime, name: str) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime, not {value!r}")
 
 
+class OutcomeConflictError(ValueError):
+    """An idempotency key came back with a different outcome than the one stored."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("this idempotency key was already used for a different outcome")
+        self.key = key
+
+
 @dataclass(frozen=True)
 class ScoreRow:
     """One lead's score as returned to the caller: one row of ``scores``.
@@ -292,9 +300,11 @@ class ScoreLog:
         await asyncio.wrap_future(self.submit_scores(rows))
 
     def record_outcome(self, row: OutcomeRow) -> bool:
-        """Store an outcome in its own transaction; False if its idempotency key was known.
+        """Store an outcome in its own transaction; False if this very outcome was known.
 
-        A repeated key keeps the first row as it was, even if the new one differs.
+        A retried call (same key, same content) writes nothing and returns False. The
+        same key with different content is a client bug that would otherwise lose the
+        new outcome silently: it raises :class:`OutcomeConflictError` and writes nothing.
         """
         values = {
             "lead_id": row.lead_id,
@@ -307,7 +317,20 @@ class ScoreLog:
         }
         with write_turn(self._engine), self._writer.begin() as connection:
             inserted = connection.execute(_INSERT_OUTCOME, values).first()
-        return inserted is not None
+            if inserted is not None:
+                return True
+            stored = connection.execute(
+                select(
+                    _OUTCOMES.c.lead_id,
+                    _OUTCOMES.c.outcome,
+                    _OUTCOMES.c.stage,
+                    _OUTCOMES.c.occurred_at,
+                    _OUTCOMES.c.note,
+                ).where(_OUTCOMES.c.idempotency_key == row.idempotency_key)
+            ).one()
+        if tuple(stored) != (row.lead_id, row.outcome, row.stage, row.occurred_at, row.note):
+            raise OutcomeConflictError(row.idempotency_key)
+        return False
 
     # -- the writer thread -------------------------------------------------------------
 

@@ -359,3 +359,20 @@ def test_a_lead_without_dates_is_scored_as_of_now(client: TestClient) -> None:
     assert response.status_code == 200
     texts = [r["text"] for side in response.json()["reasons"].values() for r in side]
     assert all("nan" not in t for t in texts)
+
+
+def test_an_idempotency_key_reused_for_another_outcome_is_refused(
+    client: TestClient, settings: ServingSettings
+) -> None:
+    first = {
+        "lead_id": "L-1",
+        "outcome": "won",
+        "occurred_at": "2026-03-02T10:00:00Z",
+        "idempotency_key": "crm-event-7",
+    }
+    assert client.post("/v1/outcomes", json=first, headers=crm()).status_code == 201
+    changed = {**first, "outcome": "lost"}
+    response = client.post("/v1/outcomes", json=changed, headers=crm())
+    assert response.status_code == 409
+    assert response.json()["title"] == "Idempotency key reused"
+    assert count_rows(settings, "outcomes") == 1

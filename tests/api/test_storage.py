@@ -38,6 +38,7 @@ from serving.storage import (
     migrate,
 )
 from serving.storage.engine import SQLITE_BEGIN, alembic_config
+from serving.storage.scorelog import OutcomeConflictError
 from serving.storage.tables import Base
 
 POSTGRES_URL = os.environ.get(
@@ -315,7 +316,9 @@ def test_outcome_with_a_known_key_is_written_once(engine: Engine, log: ScoreLog)
     stage = OutcomeRow("L1", "stage_reached", "sql", T0, None, "crm-122")
     assert log.record_outcome(won) is True
     assert log.record_outcome(won) is False
-    assert log.record_outcome(OutcomeRow("L1", "lost", None, T0, None, "crm-123")) is False
+    # The same key for a different event is refused, not silently dropped.
+    with pytest.raises(OutcomeConflictError):
+        log.record_outcome(OutcomeRow("L1", "lost", None, T0, None, "crm-123"))
     assert log.record_outcome(stage) is True
     assert count(engine, "outcomes") == 2
     assert log.outcomes("L1") == [stage, won]
