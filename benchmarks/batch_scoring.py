@@ -47,7 +47,7 @@ def train_model(folder: Path) -> dict[str, Any]:
     from features.batch import frames_to_records
     from features.spec import load_spec
     from models.golden import write_golden
-    from training.config import load_config
+    from training.config import sample_config
     from training.dataset import load_training_set, split
     from training.pipeline import train
 
@@ -55,14 +55,7 @@ def train_model(folder: Path) -> dict[str, Any]:
     data_dir = folder / "data"
     synthetic.write(synthetic.generate(synthetic.SampleConfig(n_leads=TRAIN_LEADS)), data_dir)
     spec = load_spec("sample_crm")
-    config = load_config("sample").with_overrides(
-        leads=data_dir / "leads.csv",
-        actions=data_dir / "actions.csv",
-        history=data_dir / "stage_history.csv",
-        truth=data_dir / "truth.csv",
-        plots=False,
-        baseline=False,
-    )
+    config = sample_config(data_dir, plots=False, baseline=False)
     data = load_training_set(spec, config)
     parts = split(data, spec, config)
     model = train(spec, config, data, parts).model

@@ -56,20 +56,13 @@ def prepare(home: Path, n_leads: int) -> list[dict[str, Any]]:
     from features.loaders import load_actions, load_leads
     from features.spec import load_spec
     from training import registry
-    from training.config import load_config
+    from training.config import sample_config
     from training.run import run_training
     from training.tracking import TrackingSettings
 
     data_dir = home / "data"
     synthetic.write(synthetic.generate(synthetic.SampleConfig(n_leads=n_leads)), data_dir)
-    config = load_config("sample").with_overrides(
-        leads=data_dir / "leads.csv",
-        actions=data_dir / "actions.csv",
-        history=data_dir / "stage_history.csv",
-        truth=data_dir / "truth.csv",
-        plots=False,
-        baseline=False,
-    )
+    config = sample_config(data_dir, plots=False, baseline=False)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     run_training(config, TrackingSettings(home=home))
     registry.promote("lead-readiness", metric="test_sql_pr_auc")

@@ -21,19 +21,14 @@ from benchmarks.common import isolated
 
 def bench_training(n: int) -> dict[str, Any]:
     from features import synthetic
-    from training.config import load_config
+    from training.config import sample_config
     from training.run import run_training
     from training.tracking import TrackingSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         synthetic.write(synthetic.generate(synthetic.SampleConfig(n_leads=n)), home / "data")
-        config = load_config("sample").with_overrides(
-            leads=home / "data/leads.csv",
-            actions=home / "data/actions.csv",
-            history=home / "data/stage_history.csv",
-            truth=home / "data/truth.csv",
-        )
+        config = sample_config(home / "data")
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         start = time.perf_counter()
         result = run_training(config, TrackingSettings(home=home))

@@ -5,18 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig, load_config
+from training.config import TrainConfig, sample_config
 
 
 def small_config(sample_dir: Path, **overrides: Any) -> TrainConfig:
     """The bundled sample config pointed at ``sample_dir``; plots off unless asked for."""
-    return load_config("sample").with_overrides(
-        **{
-            "leads": sample_dir / "leads.csv",
-            "actions": sample_dir / "actions.csv",
-            "history": sample_dir / "stage_history.csv",
-            "truth": sample_dir / "truth.csv",
-            "plots": False,
-            **overrides,
-        }
-    )
+    return sample_config(sample_dir, **{"plots": False, **overrides})

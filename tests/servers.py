@@ -31,6 +31,22 @@ def env_without_mlflow() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
 
 
+def serving_env(home: Path, model_dir: Path, db: Path, **keys: str) -> dict[str, str]:
+    """Environment for ``python -m serving`` on a local model, a SQLite log and given keys.
+
+    ``keys`` are roles to keys (``crm="..."``). The test's own LEADSCORE_/MLFLOW_
+    settings are dropped so the service sees only these.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADSCORE_", "MLFLOW_"))}
+    env |= {
+        "LEADSCORE_HOME": str(home),
+        "LEADSCORE_MODEL_URI": str(model_dir),
+        "LEADSCORE_DATABASE_URL": f"sqlite:///{db}",
+    }
+    env |= {f"LEADSCORE_API_KEYS_{role.upper()}": key for role, key in keys.items()}
+    return env
+
+
 def wait_until_healthy(
     url: str, proc: subprocess.Popen[bytes], log: Path, *, timeout: float = 60.0
 ) -> None:

@@ -100,3 +100,19 @@ def load_config(path: str | Path | None) -> TrainConfig:
         raise ValueError(f"{p}: training config not found") from exc
     except (yaml.YAMLError, ValidationError) as exc:
         raise ValueError(f"{p}: invalid training config: {exc}") from exc
+
+
+def sample_config(data_dir: str | Path, **overrides: Any) -> TrainConfig:
+    """The bundled sample config pointed at a folder the generator wrote.
+
+    Tests, benchmarks and notebooks train on sample data in throw-away folders; this
+    is the one place that knows the generator's file names.
+    """
+    folder = Path(data_dir)
+    files = {
+        "leads": folder / "leads.csv",
+        "actions": folder / "actions.csv",
+        "history": folder / "stage_history.csv",
+        "truth": folder / "truth.csv",
+    }
+    return load_config("sample").with_overrides(**{**files, **overrides})

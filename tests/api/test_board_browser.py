@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_api import CRM, SALES, lead
-from tests.servers import free_port, running
+from tests.servers import free_port, running, serving_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -79,14 +79,7 @@ def service(trained_model_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path
     """``python -m serving`` with one worker on a free port: (base URL, SQLite file)."""
     port = free_port()
     db = tmp_path / "scores.db"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LEADSCORE_", "MLFLOW_"))},
-        "LEADSCORE_HOME": str(tmp_path),
-        "LEADSCORE_MODEL_URI": str(trained_model_dir),
-        "LEADSCORE_DATABASE_URL": f"sqlite:///{db}",
-        "LEADSCORE_API_KEYS_CRM": CRM,
-        "LEADSCORE_API_KEYS_SALES": SALES,
-    }
+    env = serving_env(tmp_path, trained_model_dir, db, crm=CRM, sales=SALES)
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"]
     with running(

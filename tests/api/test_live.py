@@ -25,7 +25,7 @@ from models.pyfunc import ARTIFACT_KEY, ReadinessPyfunc, signature
 from models.readiness import ReadinessModel
 from serving.app import create_app
 from tests.api.test_api import CRM, lead, make_settings
-from tests.servers import free_port, running
+from tests.servers import free_port, running, serving_env
 
 
 def _api_records(sample_tables: Any, spec: FeatureSpec, n: int) -> list[dict[str, Any]]:
@@ -76,13 +76,7 @@ def test_a_killed_service_loses_no_acknowledged_score(
 ) -> None:
     port = free_port()
     db = tmp_path / "scores.db"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LEADSCORE_", "MLFLOW_"))},
-        "LEADSCORE_HOME": str(tmp_path),
-        "LEADSCORE_MODEL_URI": str(trained_model_dir),
-        "LEADSCORE_DATABASE_URL": f"sqlite:///{db}",
-        "LEADSCORE_API_KEYS_CRM": CRM,
-    }
+    env = serving_env(tmp_path, trained_model_dir, db, crm=CRM)
     command = [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"]
     acknowledged: list[str] = []
     stop = threading.Event()
