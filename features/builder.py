@@ -147,6 +147,17 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         actions: pd.DataFrame | None = None,
         as_of: Any = None,
     ) -> LeadFeatureBuilder:
+        self.fit_build(X, actions=actions, as_of=as_of)
+        return self
+
+    def fit_build(
+        self,
+        X: pd.DataFrame | Sequence[Mapping[str, Any]],
+        *,
+        actions: pd.DataFrame | None = None,
+        as_of: Any = None,
+    ) -> FeatureMatrix:
+        """Fit, and return the training rows' features that fitting computed anyway."""
         batch = self._to_batch(X, actions, as_of)
         self.levels_ = {
             f.name: self._learn_levels(f, batch.columns.get(f.name, []))
@@ -159,7 +170,7 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         self.reference_ = _reference_stats(matrix.values, self.features_)
         self.fit_report_ = matrix.report.summary()
         self.n_features_in_ = len(self.spec.feature_fields)
-        return self
+        return matrix
 
     def transform(
         self,

@@ -88,8 +88,13 @@ def train(
     """Fit, calibrate, set policy and evaluate a readiness model on one split."""
     clock = _Clock()
     parts = {name: data.subset(rows) for name, rows in _parts(split).items()}
-    builder = LeadFeatureBuilder(spec).fit(parts["train"].leads, actions=data.actions)
-    X = {name: builder.transform(part.leads, actions=data.actions) for name, part in parts.items()}
+    builder = LeadFeatureBuilder(spec)
+    X = {"train": builder.fit_build(parts["train"].leads, actions=data.actions).values}
+    X |= {
+        name: builder.transform(part.leads, actions=data.actions)
+        for name, part in parts.items()
+        if name != "train"
+    }
     clock.lap("features")
     m = Matrices(
         X["train"],
