@@ -39,7 +39,7 @@ REASONS = {
 
 
 def _row(i: int, start: datetime) -> Any:
-    from serving.storage import ScoreRow
+    from scorelog import ScoreRow
 
     score = (i * 7919) % 101
     return ScoreRow(
@@ -60,7 +60,7 @@ def _row(i: int, start: datetime) -> Any:
 
 def load(url: str, leads: int) -> float:
     """Write ``leads`` scores in commits of 2,000 rows; returns the seconds it took."""
-    from serving.storage import ScoreLog, make_engine, migrate
+    from scorelog import ScoreLog, make_engine, migrate
 
     engine = make_engine(url)
     migrate(engine)

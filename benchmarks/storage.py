@@ -1,4 +1,4 @@
-"""Scoring-log throughput and sales-board latency: the figures behind serving/storage.
+"""Scoring-log throughput and sales-board latency: the figures behind scorelog.
 
     python -m benchmarks.storage [--seconds 5] [--threads 32] [--leads 100000]
                                  [--postgres-url postgresql+psycopg://postgres@127.0.0.1/test]
@@ -56,7 +56,7 @@ def database(backend: str, postgres_url: str) -> Iterator[str]:
 
 
 def _row(i: int, lead: str) -> Any:
-    from serving.storage import ScoreRow
+    from scorelog import ScoreRow
 
     return ScoreRow(
         request_id=f"req-{i}",
@@ -88,7 +88,7 @@ def bench_writes(
 
     ``linger_s=None`` is the baseline: one commit per request (``max_batch_rows=1``).
     """
-    from serving.storage import ScoreLog, make_engine, migrate
+    from scorelog import ScoreLog, make_engine, migrate
 
     with database(backend, pg_url) as url:
         engine = make_engine(url, sqlite_synchronous=synchronous)  # type: ignore[arg-type]
@@ -175,7 +175,7 @@ async def _task_clients(
 
 
 def bench_board(backend: str, leads: int, pg_url: str) -> dict[str, Any]:
-    from serving.storage import ScoreLog, make_engine, migrate
+    from scorelog import ScoreLog, make_engine, migrate
 
     with database(backend, pg_url) as url:
         engine = make_engine(url)

@@ -22,6 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.spec import load_spec
+from scorelog.engine import make_engine, migrate
+from scorelog.store import ScoreLog
 from serving import board, metrics
 from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits
@@ -30,8 +32,6 @@ from serving.problems import install_problem_handlers
 from serving.routes import admin, health, leads, outcomes, scoring
 from serving.security import KeyRing
 from serving.settings import ServingSettings
-from serving.storage.engine import make_engine, migrate
-from serving.storage.scorelog import ScoreLog
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

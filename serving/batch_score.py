@@ -1188,8 +1188,8 @@ def _write_log(
 
     Imported here: the storage layer (SQLAlchemy, Alembic) is only needed with --to-log.
     """
-    from serving.storage.engine import make_engine, migrate
-    from serving.storage.scorelog import ScoreLog
+    from scorelog.engine import make_engine, migrate
+    from scorelog.store import ScoreLog
 
     if not stage.exists():
         return 0
@@ -1223,7 +1223,7 @@ def _write_log(
 
 
 def _score_row(row: dict[str, Any], served: ServedModel, request_id: str) -> Any:
-    from serving.storage.scorelog import ScoreRow
+    from scorelog.store import ScoreRow
 
     stages = served.model.stages
     return ScoreRow(

@@ -42,6 +42,13 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from features.spec import CategoricalField, FeatureSpec, load_spec
+from scorelog.store import (
+    OutcomeConflictError,
+    OutcomeRow,
+    RankedLead,
+    ScoreLog,
+    ScoreRow,
+)
 from serving.cursor import decode_cursor, encode_cursor
 from serving.deps import scorelog
 from serving.schemas import (
@@ -53,13 +60,6 @@ from serving.schemas import (
     spec_stages,
 )
 from serving.settings import ServingSettings
-from serving.storage.scorelog import (
-    OutcomeConflictError,
-    OutcomeRow,
-    RankedLead,
-    ScoreLog,
-    ScoreRow,
-)
 
 PAGE_SIZE = 50
 SESSION_COOKIE = "leadscore_board"

@@ -12,6 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from models import registry_fetch
 from serving.settings import ServingSettings
 
 NO_MODEL = 3
@@ -35,22 +36,12 @@ def ensure_env(path: Path = Path(".env")) -> bool:
 
 def model_available(settings: ServingSettings) -> bool:
     uri = settings.model_uri
-    if not uri.startswith("models:/"):
+    if not registry_fetch.is_registry_uri(uri):
         return Path(uri).exists()
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from serving.model_store import _parse_models_uri
-
-    name, ref = _parse_models_uri(uri)
-    tracking = settings.resolved_tracking_uri()
+    registry_fetch.bound_mlflow_http(settings.registry_retries, settings.registry_timeout_s)
     try:
-        client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-        if ref.isdigit():
-            client.get_model_version(name, ref)
-        else:
-            client.get_model_version_by_alias(name, ref)
-    except MlflowException:
+        registry_fetch.resolve_version(uri, settings.resolved_tracking_uri())
+    except registry_fetch.ModelFetchError:
         return False
     return True
 

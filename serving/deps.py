@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from scorelog.store import ScoreLog
 from serving.batcher import ScoringBatcher
 from serving.model_store import ModelStore, ServedModel
 from serving.problems import ProblemError
 from serving.settings import ServingSettings
-from serving.storage.scorelog import ScoreLog
 
 
 def settings(request: Request) -> ServingSettings:

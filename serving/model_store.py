@@ -30,13 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from features.spec import load_spec
+from models import registry_fetch
 from models.golden import check_golden
 from models.readiness import ReadinessModel
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 POINTER = "current.json"
-MODEL_FILE = "model.json"
+MODEL_FILE = registry_fetch.MODEL_FILE
 
 
 class ModelLoadError(RuntimeError):
@@ -131,9 +132,11 @@ class ModelStore:
                 served = self._verified(folder, name, version, "registry")
                 self._publish(folder, served)
             return served
-        folder = _model_folder(Path(uri))
-        model_name = "local"
-        return self._verified(folder, model_name, _local_version(folder), "local")
+        try:
+            folder = registry_fetch.model_folder(Path(uri))
+        except registry_fetch.ModelFetchError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        return self._verified(folder, "local", registry_fetch.local_version(folder), "local")
 
     def _verified(self, folder: Path, name: str, version: str, source: str) -> ServedModel:
         try:
@@ -159,26 +162,12 @@ class ModelStore:
 
     def _download(self, uri: str, target: Path) -> tuple[Path, str, str]:
         """Resolve the alias and download the version, with bounded retries and timeouts."""
-        _bound_mlflow_http(self.settings)
-        import mlflow
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        tracking = self.settings.resolved_tracking_uri()
-        name, ref = _parse_models_uri(uri)
+        settings = self.settings
+        registry_fetch.bound_mlflow_http(settings.registry_retries, settings.registry_timeout_s)
         try:
-            client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-            version = (
-                client.get_model_version_by_alias(name, ref).version if not ref.isdigit() else ref
-            )
-            mlflow.set_registry_uri(tracking)
-            mlflow.set_tracking_uri(tracking)
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
-            )
-        except (MlflowException, OSError) as exc:
-            raise ModelLoadError(f"registry at {_redact(tracking)} failed: {exc}") from exc
-        return _model_folder(Path(local)), name, str(version)
+            return registry_fetch.download(uri, settings.resolved_tracking_uri(), target)
+        except registry_fetch.ModelFetchError as exc:
+            raise ModelLoadError(str(exc)) from exc
 
     def _publish(self, folder: Path, served: ServedModel) -> None:
         """Copy the verified model into the cache and point current.json at it atomically.
@@ -258,50 +247,3 @@ def _freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _bound_mlflow_http(settings: ServingSettings) -> None:
-    """MLflow's defaults retry for ~4 minutes; a service must know within ~30 s."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.registry_timeout_s)))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
-    # A progress bar per download is noise in a service's output.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _parse_models_uri(uri: str) -> tuple[str, str]:
-    body = uri.removeprefix("models:/")
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        return name, alias
-    name, _, version = body.partition("/")
-    if not version:
-        raise ModelLoadError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return name, version
-
-
-def _model_folder(path: Path) -> Path:
-    """A saved ReadinessModel folder, or the one inside an MLflow model's artifacts."""
-    if (path / MODEL_FILE).exists():
-        return path
-    found = sorted(path.glob(f"**/{MODEL_FILE}")) if path.is_dir() else []
-    if not found:
-        raise ModelLoadError(f"{path}: no {MODEL_FILE} found (not a leadscore model)")
-    return found[0].parent
-
-
-def _local_version(folder: Path) -> str:
-    try:
-        meta = json.loads((folder / MODEL_FILE).read_text()).get("metadata", {})
-    except (OSError, ValueError):
-        meta = {}
-    return str(meta.get("version") or meta.get("run_id") or folder.name)
-
-
-def _redact(uri: str) -> str:
-    """Drop credentials from a URI before it appears in a message."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri

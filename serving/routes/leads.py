@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from scorelog.store import ScoreLog
 from serving.cursor import decode_cursor, encode_cursor
 from serving.deps import scorelog
 from serving.problems import FieldError, ProblemError
 from serving.schemas import RankedPage
 from serving.security import require
 from serving.settings import ServingSettings
-from serving.storage.scorelog import ScoreLog
 
 Category = Literal["sql", "mql", "nurture", "customer"]
 Grade = Literal["A", "B", "C", "D"]

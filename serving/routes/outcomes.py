@@ -14,11 +14,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from features.spec import FeatureSpec
+from scorelog.store import OutcomeConflictError, OutcomeRow, ScoreLog
 from serving.deps import scorelog
 from serving.problems import ProblemError
 from serving.schemas import OutcomeOut, idempotency_key, outcome_model, spec_stages
 from serving.security import require
-from serving.storage.scorelog import OutcomeConflictError, OutcomeRow, ScoreLog
 
 
 def router(spec: FeatureSpec) -> APIRouter:

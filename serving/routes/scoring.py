@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from features.batch import FeatureError
 from features.spec import FeatureSpec, normalise_token
 from models.readiness import LeadScore
+from scorelog.store import ScoreLog, ScoreRow
 from serving import metrics
 from serving.batcher import ScoringBatcher
 from serving.deps import scorelog, scoring_batcher, served_model
@@ -28,7 +29,6 @@ from serving.problems import FieldError, ProblemError
 from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
 from serving.security import require
 from serving.settings import ServingSettings
-from serving.storage.scorelog import ScoreLog, ScoreRow
 
 _SOURCE_FIELD = "acquisition_source"
 

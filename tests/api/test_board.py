@@ -19,10 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from scorelog import ScoreLog, ScoreRow
 from serving.app import create_app
 from serving.board import Sessions, session_secret
 from serving.settings import ServingSettings
-from serving.storage import ScoreLog, ScoreRow
 from tests.api.test_api import CRM, SALES, lead, make_settings
 
 NOW = datetime.now(UTC).replace(microsecond=0)

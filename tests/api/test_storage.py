@@ -29,7 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
-from serving.storage import (
+from scorelog import (
     OutcomeRow,
     RankedLead,
     ScoreLog,
@@ -37,9 +37,9 @@ from serving.storage import (
     make_engine,
     migrate,
 )
-from serving.storage.engine import SQLITE_BEGIN, alembic_config
-from serving.storage.scorelog import OutcomeConflictError
-from serving.storage.tables import Base
+from scorelog.engine import SQLITE_BEGIN, alembic_config
+from scorelog.store import OutcomeConflictError
+from scorelog.tables import Base
 
 POSTGRES_URL = os.environ.get(
     "LEADSCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -379,7 +379,7 @@ def test_a_failed_transaction_fails_its_futures_and_the_writer_goes_on(
     record(log, [row("L1", 10)])
     with engine.begin() as connection:  # the upsert target vanishes: a real database error
         connection.execute(text("ALTER TABLE lead_latest RENAME TO lead_latest_away"))
-    with caplog.at_level(logging.ERROR, logger="serving.storage.scorelog"):
+    with caplog.at_level(logging.ERROR, logger="scorelog.store"):
         failed = log.submit_scores([row("L2", 20, request_id="lost-1"), row("L3", 30)])
         with pytest.raises(DBAPIError):
             failed.result(timeout=30)
@@ -494,7 +494,7 @@ def test_ranked_walks_an_index_without_sorting(engine: Engine, log: ScoreLog) ->
 _CHILD = r"""
 import os, sys, threading
 from datetime import UTC, datetime
-from serving.storage import ScoreLog, ScoreRow, make_engine, migrate
+from scorelog import ScoreLog, ScoreRow, make_engine, migrate
 
 url, acks = sys.argv[1], sys.argv[2]
 engine = make_engine(url)

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection :func:`serving.storage.engine.migrate` passes.
+"""Alembic environment: runs on the connection :func:`scorelog.engine.migrate` passes.
 
 There is no ``alembic.ini`` and no URL here on purpose: the caller holds the connection,
 the migration lock and the transaction, so every revision runs inside that one transaction.
@@ -9,11 +9,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from serving.storage.tables import Base
+from scorelog.tables import Base
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection) or context.is_offline_mode():
-    raise RuntimeError("run migrations with serving.storage.engine.migrate(engine)")
+    raise RuntimeError("run migrations with scorelog.engine.migrate(engine)")
 
 context.configure(
     connection=connection,

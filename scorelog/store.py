@@ -61,8 +61,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.elements import ColumnElement
 
-from serving.storage.engine import write_turn, writer
-from serving.storage.tables import Base, LeadLatest, Outcome, Score
+from scorelog.engine import write_turn, writer
+from scorelog.tables import Base, LeadLatest, Outcome, Score
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """The scoring log and outcomes store: SQLite or PostgreSQL through SQLAlchemy + alembic.
 
 ``make_engine(url)`` → ``migrate(engine)`` → ``ScoreLog(engine).start()``; see
-:mod:`.scorelog` for the group-commit writer and :mod:`.engine` for durability settings.
+:mod:`.store` for the group-commit writer and :mod:`.engine` for durability settings.
 """
 
-from serving.storage.engine import make_engine, migrate
-from serving.storage.scorelog import (
+from scorelog.engine import make_engine, migrate
+from scorelog.store import (
     OUTCOME_KINDS,
     OutcomeRow,
     RankedLead,

@@ -1,0 +1,109 @@
+"""Fetching a readiness model by URI: a registry alias or version, or a local folder.
+
+Serving (start-up, reloads, replays of old scores), ``make run``'s bootstrap and
+training's champion-versus-challenger comparison all need "give me the model behind
+``models:/lead-readiness@champion``". This module is that one place; it imports MLflow
+lazily so reading it costs nothing until a registry is really asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MODEL_FILE = "model.json"
+
+
+class ModelFetchError(RuntimeError):
+    """A model could not be found or downloaded; the message says which, without secrets."""
+
+
+def bound_mlflow_http(retries: int = 2, timeout_s: float = 10.0) -> None:
+    """MLflow's defaults retry for ~4 minutes; a service or a CLI must know within ~30 s.
+
+    ``setdefault``: a value the user exported explicitly still wins.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout_s)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    # A progress bar per download is noise in a service's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def is_registry_uri(uri: str) -> bool:
+    return uri.startswith("models:/")
+
+
+def parse_models_uri(uri: str) -> tuple[str, str]:
+    """``models:/name@alias`` → (name, alias); ``models:/name/3`` → (name, "3")."""
+    body = uri.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        if name and alias:
+            return name, alias
+    else:
+        name, _, version = body.partition("/")
+        if name and version:
+            return name, version
+    raise ModelFetchError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+
+
+def resolve_version(uri: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version number) that a registry URI points at right now."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name, ref = parse_models_uri(uri)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        if ref.isdigit():
+            return name, str(client.get_model_version(name, ref).version)
+        return name, str(client.get_model_version_by_alias(name, ref).version)
+    except (MlflowException, OSError) as exc:
+        raise ModelFetchError(f"registry at {redact(tracking_uri)} failed: {exc}") from exc
+
+
+def download(uri: str, tracking_uri: str, target: Path) -> tuple[Path, str, str]:
+    """Download the version a registry URI names into ``target``: (model folder, name, version)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, version = resolve_version(uri, tracking_uri)
+    try:
+        mlflow.set_registry_uri(tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
+        )
+    except (MlflowException, OSError) as exc:
+        raise ModelFetchError(f"registry at {redact(tracking_uri)} failed: {exc}") from exc
+    return model_folder(Path(local)), name, version
+
+
+def model_folder(path: Path) -> Path:
+    """A saved ReadinessModel folder, or the one inside an MLflow model's artifacts."""
+    if (path / MODEL_FILE).exists():
+        return path
+    found = sorted(path.glob(f"**/{MODEL_FILE}")) if path.is_dir() else []
+    if not found:
+        raise ModelFetchError(f"{path}: no {MODEL_FILE} found (not a leadscore model)")
+    return found[0].parent
+
+
+def local_version(folder: Path) -> str:
+    """The version a saved folder says it is (else its training run, else its name)."""
+    try:
+        meta = json.loads((folder / MODEL_FILE).read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        meta = {}
+    return str(meta.get("version") or meta.get("run_id") or folder.name)
+
+
+def redact(uri: str) -> str:
+    """Drop credentials from a URI before it appears in a message."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
