@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks.common import median_seconds
 
-SALES_KEY = "bench-sales-key"
+SALES_KEY = "bench-sales-key-0123456789abcdef"
 SOURCES = ("organic_search", "paid_search", "social", "referral", "partner", "event")
 CATEGORIES = ("sql", "mql", "nurture")
 REASONS = {

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-KEY = "bench-crm-key"
+KEY = "bench-crm-key-0123456789abcdef"
 AS_OF = "2026-03-01T00:00:00Z"
 CONNECTIONS = (1, 8, 32)
 LUA = """

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MODEL_FILE = "model.json"
 
@@ -50,8 +56,44 @@ def parse_models_uri(uri: str) -> tuple[str, str]:
     raise ModelFetchError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
 
 
-def resolve_version(uri: str, tracking_uri: str) -> tuple[str, str]:
+def within(deadline_s: float | None, what: str, call: Callable[[], T]) -> T:
+    """``call()``, or :class:`ModelFetchError` once ``deadline_s`` seconds have passed.
+
+    MLflow's own timeouts bound each HTTP request, but retries, back-off and a download
+    of several files add up (a registry that accepts connections and never answers was
+    detected after 43 s). The call runs in a daemon thread so the caller knows at the
+    deadline; the abandoned thread ends by itself at MLflow's own timeouts.
+    """
+    if deadline_s is None:
+        return call()
+    box: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
+
+    def run() -> None:
+        try:
+            box.put((True, call()))
+        except BaseException as exc:  # handed to the caller, not lost
+            box.put((False, exc))
+
+    threading.Thread(target=run, name="registry-call", daemon=True).start()
+    try:
+        ok, value = box.get(timeout=deadline_s)
+    except queue.Empty:
+        raise ModelFetchError(f"{what} did not answer within {deadline_s:g} s") from None
+    if ok:
+        return value  # type: ignore[return-value]
+    assert isinstance(value, BaseException)
+    raise value
+
+
+def resolve_version(
+    uri: str, tracking_uri: str, *, deadline_s: float | None = None
+) -> tuple[str, str]:
     """(name, version number) that a registry URI points at right now."""
+    what = f"registry at {redact(tracking_uri)}"
+    return within(deadline_s, what, lambda: _resolve_version(uri, tracking_uri))
+
+
+def _resolve_version(uri: str, tracking_uri: str) -> tuple[str, str]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -65,12 +107,22 @@ def resolve_version(uri: str, tracking_uri: str) -> tuple[str, str]:
         raise ModelFetchError(f"registry at {redact(tracking_uri)} failed: {exc}") from exc
 
 
-def download(uri: str, tracking_uri: str, target: Path) -> tuple[Path, str, str]:
-    """Download the version a registry URI names into ``target``: (model folder, name, version)."""
+def download(
+    uri: str, tracking_uri: str, target: Path, *, deadline_s: float | None = None
+) -> tuple[Path, str, str]:
+    """Download the version a registry URI names into ``target``: (model folder, name, version).
+
+    With ``deadline_s``, the whole of it (resolving and every file) must end by then.
+    """
+    what = f"registry at {redact(tracking_uri)}"
+    return within(deadline_s, what, lambda: _download(uri, tracking_uri, target))
+
+
+def _download(uri: str, tracking_uri: str, target: Path) -> tuple[Path, str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    name, version = resolve_version(uri, tracking_uri)
+    name, version = _resolve_version(uri, tracking_uri)
     try:
         mlflow.set_registry_uri(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)

@@ -21,8 +21,19 @@ SQLite settings, and why:
   sqlite3 module, whose implicit transactions commit before DDL and cannot take the write
   lock up front. That is SQLAlchemy's documented recipe for real SQLite transactions.
 
-PostgreSQL needs nothing special beyond ``pool_pre_ping`` (a connection the server dropped,
-e.g. after a failover or restart, is replaced instead of failing the next request).
+PostgreSQL gets ``pool_pre_ping`` (a connection the server dropped, e.g. after a failover
+or restart, is replaced instead of failing the next request) and a connect timeout, so an
+unreachable server is an error within seconds, not a hang.
+
+Both engines hide statement parameters from error messages (``hide_parameters``): the
+parameters are other leads' data, and an error is logged. :func:`describe_error` goes
+further and says what failed without the database's own message, which can quote a
+value too (PostgreSQL's ``DETAIL: Key (...)=(...)``).
+
+**One bounded wait.** A SQLite writer first takes its turn among this machine's processes
+(:func:`write_turn`), then SQLite's own write lock (``busy_timeout``). Both waits come out
+of one budget of :data:`SQLITE_BUSY_TIMEOUT_MS`: the busy timeout of the transaction is
+what the turn left over, so a locked database answers within 5 s, never 5 + 5.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +51,7 @@ from typing import Any, Literal
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
@@ -54,7 +67,13 @@ _MIGRATION_BUSY_TIMEOUT_MS = 300_000
 # Any fixed 64-bit key: the PostgreSQL advisory lock that serialises concurrent migrations.
 _PG_MIGRATION_LOCK = 0x6C65_6164_7363_6F72  # "leadscor"
 
+#: Seconds a PostgreSQL connection attempt may take before it counts as an outage.
+POSTGRES_CONNECT_TIMEOUT_S = 5
+
 SqliteSynchronous = Literal["NORMAL", "FULL"]
+
+# The deadline of the write this thread is doing (set by write_turn, read by _begin).
+_write_deadline = threading.local()
 
 
 def make_engine(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL") -> Engine:
@@ -68,7 +87,12 @@ def make_engine(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL") -
     if backend == "sqlite":
         return _sqlite_engine(parsed, sqlite_synchronous)
     if backend == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
+        connect_args = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
+        return create_engine(
+            parsed, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
+        )
     raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
 
 
@@ -80,7 +104,7 @@ def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
         raise ValueError("in-memory SQLite cannot be shared by the writer and readers: use a file")
     if not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    engine = create_engine(url, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -104,6 +128,7 @@ def _sqlite_engine(url: URL, synchronous: SqliteSynchronous) -> Engine:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         if mode not in ("DEFERRED", "IMMEDIATE"):
             raise ValueError(f"{SQLITE_BEGIN} must be DEFERRED or IMMEDIATE, not {mode!r}")
+        _budget_busy_timeout(connection)
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
@@ -124,6 +149,22 @@ def _switch_to_wal(cursor: sqlite3.Cursor) -> str:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
+
+
+def _budget_busy_timeout(connection: Connection) -> None:
+    """The busy timeout this transaction may use: what is left of its write's budget.
+
+    Outside a :func:`write_turn` (readers, migrations) the connection keeps or gets back
+    the standard timeout; the PRAGMA is issued only when the value changes.
+    """
+    deadline = getattr(_write_deadline, "at", None)
+    wanted = SQLITE_BUSY_TIMEOUT_MS
+    if deadline is not None:
+        wanted = max(1, min(SQLITE_BUSY_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
+    info = connection.connection.info
+    if info.get("busy_timeout_ms", SQLITE_BUSY_TIMEOUT_MS) != wanted:
+        _set_busy_timeout(connection, wanted)
+        info["busy_timeout_ms"] = wanted
 
 
 def writer(engine: Engine) -> Engine:
@@ -190,7 +231,7 @@ def _set_busy_timeout(connection: Connection, milliseconds: int) -> None:
     dbapi.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
 
-WRITE_TURN_TIMEOUT_S = 5.0
+WRITE_TURN_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
 
 
 @contextmanager
@@ -206,8 +247,8 @@ def write_turn(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
+    deadline = time.monotonic() + WRITE_TURN_TIMEOUT_S
     with open(f"{database}.write-lock", "a+b") as handle:
-        deadline = time.monotonic() + WRITE_TURN_TIMEOUT_S
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -220,7 +261,76 @@ def write_turn(engine: Engine) -> Iterator[None]:
                         "another process holds the scoring log's write lock"
                     ) from None
                 time.sleep(0.0002)
+        _write_deadline.at = deadline
         try:
             yield
         finally:
+            _write_deadline.at = None
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- health
+
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,  # the connection pool's
+    sa_exc.DisconnectionError,
+    TimeoutError,  # write_turn's
+    ConnectionError,
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when the database could not be used at all (down, locked, full, unreachable).
+
+    Such an error says nothing about the rows being written: retrying them one by one
+    would only wait again. Anything else (a value the database refused, a constraint)
+    belongs to the rows.
+    """
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _UNAVAILABLE)
+
+
+def describe_error(error: BaseException) -> str:
+    """What failed, for a log line, without any value of the rows involved.
+
+    The class, PostgreSQL's SQLSTATE and the names of the table, column and constraint;
+    the database's message only for outages (connection refused, database locked), whose
+    text is about the server, not the data.
+    """
+    parts = [type(error).__name__]
+    orig = getattr(error, "orig", None)
+    if orig is not None:
+        parts.append(f"({type(orig).__module__}.{type(orig).__name__})")
+        state = getattr(orig, "sqlstate", None)
+        if state:
+            parts.append(f"SQLSTATE {state}")
+        diag = getattr(orig, "diag", None)
+        for name in ("table_name", "column_name", "constraint_name"):
+            value = getattr(diag, name, None) if diag is not None else None
+            if value:
+                parts.append(f"{name.removesuffix('_name')} {value}")
+        if is_unavailable(error):
+            first = str(orig).strip().splitlines()
+            parts.append(f": {first[0][:200]}" if first else "")
+    elif is_unavailable(error):
+        parts.append(f": {str(error)[:200]}")
+    return " ".join(p for p in parts if p)
+
+
+def probe(engine: Engine) -> None:
+    """Raise unless a write transaction could start now (bounded like any write).
+
+    SQLite: take the write lock (``BEGIN IMMEDIATE``) and give it back. PostgreSQL: a
+    round trip, and a refusal when the server is a read-only standby.
+    """
+    with write_turn(engine), writer(engine).begin() as connection:
+        if engine.dialect.name == "postgresql":
+            if connection.execute(text("SELECT pg_is_in_recovery()")).scalar_one():
+                raise sa_exc.OperationalError(
+                    "SELECT pg_is_in_recovery()", {}, RuntimeError("the server is read-only")
+                )
+        else:
+            connection.execute(text("SELECT 1"))

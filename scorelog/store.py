@@ -21,9 +21,11 @@ Guarantees:
   settings make it; see :mod:`.engine`);
 * the rows of one ``submit_scores`` call commit together or not at all (a batch request is
   all-or-nothing);
-* if a transaction fails, every request in it gets the exception (the API answers 503 and
-  the client may retry) and the writer carries on with the next batch. Rows are validated
-  when a :class:`ScoreRow` is built, so one malformed request cannot fail its neighbours.
+* if a transaction fails because the database is unavailable, every request in it gets the
+  exception (the API answers 503 and the client may retry) and the writer carries on with
+  the next batch; if it fails for any other reason (a value the database refused), the
+  group is split in halves and retried, so only the request whose rows were refused fails.
+  Rows are also validated when a :class:`ScoreRow` is built.
   A failure *during* COMMIT leaves the outcome unknown; a retry may then log a score twice,
   which the append-only log tolerates (``lead_latest`` keeps one row per lead regardless);
 * a submission cancelled before the writer picked it up (the client went away) is dropped;
@@ -61,7 +63,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.elements import ColumnElement
 
-from scorelog.engine import write_turn, writer
+from scorelog.engine import describe_error, is_unavailable, write_turn, writer
 from scorelog.tables import Base, LeadLatest, Outcome, Score
 
 log = logging.getLogger(__name__)
@@ -383,14 +385,29 @@ class ScoreLog:
 
     def _commit(self, batch: list[_Submission]) -> None:
         live = [s for s in batch if s.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        if live:
+            self._commit_live(live)
+
+    def _commit_live(self, live: list[_Submission]) -> None:
         rows = [row for submission in live for row in submission.rows]
         try:
             with write_turn(self._engine), self._writer.begin() as connection:
                 self._write(connection, rows)
         except Exception as exc:
-            log.exception("committing %d scores of %d requests failed", len(rows), len(live))
+            if len(live) > 1 and not is_unavailable(exc):
+                # One request's rows were refused (a value the database cannot store):
+                # commit the halves apart, so only that request fails, in O(log n) tries.
+                half = len(live) // 2
+                self._commit_live(live[:half])
+                self._commit_live(live[half:])
+                return
+            # Never the exception's text: it may quote rows (other leads' data).
+            log.error(
+                "committing %d scores of %d requests failed: %s",
+                len(rows),
+                len(live),
+                describe_error(exc),
+            )
             for submission in live:
                 submission.future.set_exception(exc)
             return

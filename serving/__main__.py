@@ -3,12 +3,15 @@
 Each worker builds its own app (``create_app`` as a factory) and loads the model after
 the fork, as LightGBM requires. Prometheus counters of all workers are merged through
 a shared folder. The access log is off: every request is counted in /metrics, and a
-rejected request leaves no log line.
+rejected request leaves no log line. No ``server`` header names the software, and
+SIGTERM drains (see :mod:`serving.lifecycle`): not ready first, then in-flight requests
+finish within ``LEADSCORE_SHUTDOWN_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -18,7 +21,6 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 CURL = """\
-  Docs:    http://{host}:{port}/docs
   Board:   http://{host}:{port}/board   (sign in with the sales key from .env)
   Health:  http://{host}:{port}/readyz
   Try it (the CRM key is in .env; it is not printed here):
@@ -41,25 +43,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    return serve(args.host, args.port, args.workers)
+
+
+def serve(host: str, port: int, workers: int) -> int:
+    """Check the settings, then run the workers until SIGTERM (or Ctrl-C) has drained them.
+
+    Unsafe keys stop the service here, with one line per problem and exit status 2,
+    before any worker starts (a worker failing on them would be restarted in a loop).
+    """
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings()
+    problems = settings.key_problems()
+    if problems:
+        for problem in problems:
+            print(f"leadscore: {problem}", file=sys.stderr)
+        print("leadscore: refusing to start with unsafe API keys", file=sys.stderr)
+        return 2
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="leadscore-prom-"))
     from datetime import UTC, datetime
 
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    print(f"leadscore: serving on http://{args.host}:{args.port} with {args.workers} worker(s)")
-    print(CURL.format(host=args.host, port=args.port, now=now), flush=True)
+    print(f"leadscore: serving on http://{host}:{port} with {workers} worker(s)")
+    if settings.docs == "public":
+        print(f"  Docs:    http://{host}:{port}/docs")
+    print(CURL.format(host=host, port=port, now=now), flush=True)
+    if settings.metrics_port is not None:
+        start_metrics_server(host, settings.metrics_port)
     config = uvicorn.Config(
         "serving.app:create_app",
         factory=True,
-        workers=args.workers,
+        workers=workers,
         access_log=False,
         log_level="warning",
+        server_header=False,  # no "server: uvicorn" banner
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
-    sock = tcp_socket(args.host, args.port)
-    if args.workers > 1:
+    sock = tcp_socket(host, port)
+    if workers > 1:
         Multiprocess(config, sockets=[sock]).run()
     else:
         uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def start_metrics_server(host: str, port: int) -> None:
+    """/metrics of all workers on its own port, served by this supervising process."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import multiprocess as prom_multiprocess
+
+    registry = CollectorRegistry()
+    prom_multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=host, registry=registry)
+    print(f"  Metrics: http://{host}:{port}/metrics")
 
 
 def tcp_socket(host: str, port: int) -> socket.socket:

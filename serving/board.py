@@ -49,6 +49,7 @@ from scorelog.store import (
     ScoreLog,
     ScoreRow,
 )
+from serving import outcome_events
 from serving.cursor import decode_cursor, encode_cursor
 from serving.deps import scorelog
 from serving.schemas import (
@@ -59,6 +60,7 @@ from serving.schemas import (
     outcome_model,
     spec_stages,
 )
+from serving.security import client_address
 from serving.settings import ServingSettings
 
 PAGE_SIZE = 50
@@ -372,9 +374,16 @@ def router(settings: ServingSettings) -> APIRouter:
         presented = form.get("api_key", "")
         keyring = request.app.state.keyring
         if not presented or "sales" not in keyring.roles_of(presented):
+            # Failed sign-ins count against the address like wrong API keys (429 past it).
+            wait = request.app.state.auth_limiter.failure(client_address(request))
             error = "That is not a valid sales key."
+            if wait is not None:
+                error = f"Too many failed sign-ins from this address; try again in {wait} s."
             context = {"title": "Sign in", "error": error, "csrf": None}
-            return await page("login.html", context, 401)
+            refused = await page("login.html", context, 401 if wait is None else 429)
+            if wait is not None:
+                refused.headers["Retry-After"] = str(wait)
+            return refused
         response = _redirect(COOKIE_PATH)
         response.set_cookie(
             SESSION_COOKIE,
@@ -491,12 +500,15 @@ def router(settings: ServingSettings) -> APIRouter:
             idempotency_key=idempotency_key(outcome),
         )
         try:
-            new = await run_in_threadpool(log.record_outcome, row)
+            new = await run_in_threadpool(outcome_events.record, log, row)
         except OutcomeConflictError:
-            # The same form sent again: its key names the event, its clock time differs.
-            new = False
+            new = False  # the same form sent again (another time, maybe another choice)
+        shown = row.outcome
+        if not new:  # say what is stored, not what this (repeated) form asked for
+            stored = await run_in_threadpool(outcome_events.stored_event, log, row)
+            shown = stored.outcome if stored is not None else shown
         result = "recorded" if new else "duplicate"
-        return _redirect(lead_url(lead_id, result=result, outcome=row.outcome))
+        return _redirect(lead_url(lead_id, result=result, outcome=shown))
 
     return api
 

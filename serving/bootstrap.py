@@ -1,7 +1,8 @@
 """`python -m serving.bootstrap`: what `make run` checks before it serves.
 
 1. Writes a `.env` with fresh random API keys when there is none (git-ignored; the keys
-   never leave this machine and are never printed).
+   never leave this machine and are never printed; 32 characters, above the service's
+   minimum of 24), and turns the interactive docs on for this local service.
 2. Exits 0 when the configured model can be loaded (a champion in the registry, or a
    local folder), 3 when there is none yet, so `make run` trains and promotes one.
 """
@@ -28,6 +29,8 @@ def ensure_env(path: Path = Path(".env")) -> bool:
             f"LEADSCORE_API_KEYS_{role}={secrets.token_urlsafe(24)}"
             for role in ("CRM", "SALES", "ADMIN")
         ),
+        "# The API docs at /docs (off unless enabled: fine on your own machine).",
+        "LEADSCORE_DOCS=public",
     ]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)

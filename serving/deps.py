@@ -8,6 +8,7 @@ from scorelog.store import ScoreLog
 from serving.batcher import ScoringBatcher
 from serving.model_store import ModelStore, ServedModel
 from serving.problems import ProblemError
+from serving.readiness import Readiness
 from serving.settings import ServingSettings
 
 
@@ -36,4 +37,9 @@ def scoring_batcher(request: Request) -> ScoringBatcher:
 
 def scorelog(request: Request) -> ScoreLog:
     value: ScoreLog = request.app.state.scorelog
+    return value
+
+
+def readiness(request: Request) -> Readiness:
+    value: Readiness = request.app.state.readiness
     return value

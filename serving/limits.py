@@ -1,4 +1,5 @@
-"""Body limits at the door: JSON only, and never more bytes than a request may need.
+"""Limits at the door: JSON only, never more bytes than a request may need, and never
+more requests in progress than a worker can answer in good time.
 
 A pure ASGI middleware (not ``BaseHTTPMiddleware``): it looks at the headers, wraps
 ``receive`` with a byte counter and otherwise passes messages through, so the scoring
@@ -10,6 +11,12 @@ hot path pays two comparisons and no buffering, no extra task, no copy.
 * **413** when ``Content-Length`` is above the limit, before the app runs; and when a
   body without one (chunked) grows past it: reading stops at the first chunk over the
   limit and whatever the app was about to answer is replaced by the 413.
+
+* **503 + Retry-After** (:class:`ConcurrencyLimit`) when a worker already works on
+  ``max_queue`` API requests: answered at once, before the body is read, so a burst
+  beyond capacity costs the worker almost nothing and the requests it did accept keep
+  a bounded latency (about ``max_queue`` times the time one request takes) instead of
+  all of them queueing without end. Health probes are never shed.
 
 The answers are problem documents written here, with the request id when an outer
 middleware has put one in the scope's state.
@@ -23,7 +30,8 @@ from collections.abc import Iterable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.problems import PROBLEM_JSON
+from serving import metrics
+from serving.problems import PROBLEM_JSON, RETRY_AFTER_S
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UTF8 = frozenset({"utf-8", "utf8"})
@@ -86,6 +94,50 @@ class BodyLimits:
 
 
 _JSON_DETAIL = "The request body must be JSON, sent with Content-Type: application/json."
+_OVERLOADED = "The service is at capacity; nothing was done. Retry after the given delay."
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests under ``prefixes`` in progress in this worker.
+
+    The count is of requests the app is working on (validating, waiting for the
+    scoring thread or the commit), i.e. this worker's queue. One event loop per worker,
+    so a plain counter is exact.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        prefixes: tuple[str, ...] = ("/v1", "/admin", "/board"),
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.app = app
+        self.limit = limit
+        self.prefixes = tuple(p.rstrip("/") for p in prefixes)
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._counted(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            metrics.SHED.inc()
+            headers = [(b"retry-after", str(RETRY_AFTER_S).encode("ascii"))]
+            await _send_problem(
+                send, scope, 503, "Overloaded", _OVERLOADED, close=False, extra=headers
+            )
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    def _counted(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.prefixes)
 
 
 class _Counted:
@@ -174,8 +226,21 @@ def _is_json(headers: dict[str, str], length: int | None) -> bool:
     return True
 
 
-async def _send_problem(send: Send, scope: Scope, status: int, title: str, detail: str) -> None:
-    """Write a problem document straight to the client (no app, no handler involved)."""
+async def _send_problem(
+    send: Send,
+    scope: Scope,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    close: bool = True,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Write a problem document straight to the client (no app, no handler involved).
+
+    ``close`` (for 413/415, whose body may still be arriving) ends the connection after
+    the answer; a shed request's connection stays open for the client's next one.
+    """
     problem: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
     problem["detail"] = detail
     request_id = _request_id(scope)
@@ -189,7 +254,8 @@ async def _send_problem(send: Send, scope: Scope, status: int, title: str, detai
             "headers": [
                 (b"content-type", PROBLEM_JSON.encode("ascii")),
                 (b"content-length", str(len(body)).encode("ascii")),
-                (b"connection", b"close"),
+                *([(b"connection", b"close")] if close else []),
+                *(extra or []),
             ],
         }
     )

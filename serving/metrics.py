@@ -35,6 +35,9 @@ MODEL_INFO = Gauge(
     ["name", "version"],
     multiprocess_mode="liveall",
 )
+SHED = Counter(
+    "leadscore_shed_requests_total", "Requests answered 503 at once because the worker was full."
+)
 RELOADS = Counter("leadscore_model_reloads_total", "Model reload attempts by outcome.", ["outcome"])
 
 

@@ -28,15 +28,21 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from scorelog.engine import describe_error, is_unavailable
 
 PROBLEM_JSON = "application/problem+json"
 
 VALIDATION_TYPE = "/problems/validation-error"
 MALFORMED_JSON_TYPE = "/problems/malformed-json"
 INTERNAL_TYPE = "/problems/internal-error"
+STORAGE_TYPE = "/problems/storage-unavailable"
+#: How long a client should wait before retrying a 503 (seconds, as Retry-After says it).
+RETRY_AFTER_S = 1
 
 logger = logging.getLogger("leadscore.serving.problems")
 
@@ -112,6 +118,29 @@ class ProblemError(Exception):
         self.headers = dict(headers) if headers else None
 
 
+class InvalidBody(StarletteHTTPException):
+    """A body that parsed as JSON but cannot be taken as it is (e.g. a duplicate key).
+
+    An HTTPException because FastAPI lets only those out of its body parsing unchanged
+    (anything else becomes a bare 400); rendered as the 422 problem of ``errors``.
+    """
+
+    def __init__(self, errors: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(status_code=422, detail="invalid body")
+        self.errors = list(errors)
+
+
+def storage_unavailable(detail: str | None = None) -> ProblemError:
+    """503 + Retry-After: the scoring log cannot be used right now; nothing was stored."""
+    return ProblemError(
+        503,
+        "Scoring log unavailable",
+        detail or "The scoring log cannot be reached right now; nothing was stored. Retry shortly.",
+        type=STORAGE_TYPE,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 class ProblemResponse(JSONResponse):
     """``application/problem+json``, ASCII-only so no lone surrogate can fail the encoding."""
 
@@ -174,7 +203,6 @@ Words = str | Callable[[Mapping[str, Any]], str]
 #: ``ctx['error']``, which may quote the value.
 ERROR_WORDS: dict[str, Words] = {
     "missing": "required",
-    "extra_forbidden": "unknown field",
     "float_type": "must be a number",
     "float_parsing": "must be a number",
     "int_type": "must be a whole number",
@@ -211,6 +239,13 @@ ERROR_WORDS: dict[str, Words] = {
     "stage_required": "required when outcome is stage_reached",
     "stage_not_allowed": "only allowed when outcome is stage_reached",
     "timestamp_too_far_ahead": "must not be more than 1 day in the future",
+    "timestamp_out_of_range": "must be between 1900-01-01 and 2199-12-31 (UTC)",
+    "text_nul": "must not contain NUL characters",
+    "text_surrogate": "must be valid Unicode text (no lone surrogates)",
+    "whole_number": "must be a whole number",
+    "duplicate_key": "appears more than once in its object",
+    # A key the client invented is never repeated: the error names the object holding it.
+    "extra_forbidden": "contains an unknown field",
 }
 GENERIC_WORDS = "invalid value"
 
@@ -242,13 +277,18 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 
 def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
-    """One FieldError per pydantic error, in our words; duplicates (same words) folded."""
+    """One FieldError per pydantic error, in our words; duplicates (same words) folded.
+
+    An unknown field is reported on the object that holds it: its name is whatever the
+    client typed there, which may be a secret pasted into the wrong place.
+    """
     out: dict[tuple[str, str], FieldError] = {}
     for e in errors:
-        item = FieldError(
-            field=field_path(tuple(e.get("loc", ()))),
-            problem=problem_words(str(e.get("type", "")), e.get("ctx")),
-        )
+        loc = tuple(e.get("loc", ()))
+        kind = str(e.get("type", ""))
+        if kind == "extra_forbidden":
+            loc = loc[:-1]
+        item = FieldError(field=field_path(loc), problem=problem_words(kind, e.get("ctx")))
         out.setdefault((item.field, item.problem), item)
     return list(out.values())
 
@@ -319,6 +359,11 @@ async def validation_handler(request: Request, exc: Exception) -> Response:
     broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
     if broken is not None:
         return problem_response(malformed_json(request, broken, exc.body))
+    return invalid_request(request, errors)
+
+
+def invalid_request(request: Request, errors: Sequence[Mapping[str, Any]]) -> Response:
+    """The 422 problem document for pydantic-style errors."""
     items = field_errors(errors)
     count = len({e.field for e in items})
     detail = "1 field is invalid." if count == 1 else f"{count} fields are invalid."
@@ -361,6 +406,8 @@ def _unreadable_body(request: Request, cause: BaseException | None) -> Problem |
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
     """404, 405, 413, ... as problems; keeps the exception's headers (405's Allow)."""
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, InvalidBody):
+        return invalid_request(request, exc.errors)
     headers = getattr(exc, "headers", None)
     if exc.status_code in (204, 304) or exc.status_code < 200:
         return Response(status_code=exc.status_code, headers=headers)
@@ -394,17 +441,48 @@ async def problem_error_handler(request: Request, exc: Exception) -> Response:
     return problem_response(problem, headers=exc.headers)
 
 
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    """A database error no route handled: 503 when the database is unavailable, else 500.
+
+    Logged without the error's text, which can quote the values of a statement.
+    """
+    if is_unavailable(exc):
+        problem = storage_unavailable()
+        logger.warning(
+            "%s %s: the scoring log is unavailable: %s (request_id=%s)",
+            request.method,
+            _route_of(request),
+            describe_error(exc),
+            request_id_of(request),
+        )
+        return await problem_error_handler(request, problem)
+    logger.error(
+        "database error on %s %s: %s (request_id=%s)",
+        request.method,
+        _route_of(request),
+        describe_error(exc),
+        request_id_of(request),
+    )
+    return _internal_error(request)
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     """500 that says nothing about the cause; the traceback goes to the log only."""
-    request_id = request_id_of(request)
+    if isinstance(exc, SQLAlchemyError | TimeoutError | ConnectionError):
+        return await database_error_handler(request, exc)
     logger.error(
         "unhandled %s on %s %s (request_id=%s)",
         type(exc).__name__,
         request.method,
         _route_of(request),
-        request_id,
+        request_id_of(request),
         exc_info=(type(exc), exc, exc.__traceback__),
     )
+    return _internal_error(request)
+
+
+def _internal_error(request: Request) -> Response:
+    request_id = request_id_of(request)
     detail = "An unexpected error occurred."
     if request_id:
         detail += f" Quote request id {request_id} when reporting it."
@@ -451,4 +529,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(ProblemError, problem_error_handler)
     app.add_exception_handler(json.JSONDecodeError, json_decode_handler)
+    app.add_exception_handler(SQLAlchemyError, database_error_handler)
+    app.add_exception_handler(TimeoutError, database_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

@@ -9,9 +9,13 @@ What is enforced here and what is left to the feature builder is deliberate:
 
 * **Refused here** (422): unknown keys, wrong JSON types (no "12" for 12, no "yes" for
   true: a client sending strings has a bug we should surface, not guess around),
-  NaN/Infinity, numbers outside the spec's bounds, over-long strings, timestamps
-  without a timezone (a naive time is ambiguous by hours, which moves every recency
-  feature), more actions than a lead can sensibly have.
+  NaN/Infinity, numbers outside the spec's bounds, fractions where the spec says whole
+  number, over-long strings, text the database cannot store (NUL characters, lone
+  surrogates: one such value would fail the commit it shares with other requests),
+  timestamps without a timezone (a naive time is ambiguous by hours, which moves every
+  recency feature) or outside 1900-01-01 .. 2199-12-31 UTC (:data:`EARLIEST` and
+  :data:`LATEST`: every window and horizon computed from them stays representable),
+  more actions than a lead can sensibly have. Accepted timestamps are normalised to UTC.
 * **Accepted and reported by the builder**: categorical values outside the known
   levels (scored as ``__other__``, returned as a warning) and missing fields (the
   model has a learnt branch for missing values). New CRM picklist values are normal;
@@ -62,6 +66,7 @@ __all__ = [
     "OUTCOMES",
     "Action",
     "BatchOut",
+    "Fallback",
     "FieldError",
     "LeadBase",
     "ModelInfo",
@@ -94,6 +99,36 @@ MAX_NOTE_LENGTH = 500
 #: Clocks disagree; an outcome a few hours "ahead" is skew, a day or more is a bug.
 MAX_CLOCK_SKEW = timedelta(days=1)
 _MAX_TIMESTAMP_LENGTH = 64
+#: The documented range of every timestamp the API accepts (UTC, end exclusive).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def storable_text(value: str) -> str:
+    """Text every backend can store: no NUL (PostgreSQL refuses it), no lone surrogate."""
+    if "\x00" in value:
+        raise PydanticCustomError("text_nul", "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError(
+            "text_surrogate", "must be valid Unicode text (no lone surrogates)"
+        ) from None
+    return value
+
+
+class StorableText(BaseModel):
+    """Every string field of a request model holds text the scoring log can store.
+
+    A field validator for all fields ("*") rather than an annotated type, so each
+    field's own constraints (lengths, patterns) keep their usual errors and run first.
+    """
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable_text(value) if isinstance(value, str) else value
+
 
 LeadId = Annotated[
     str,
@@ -134,6 +169,23 @@ def parse_timestamp(value: Any) -> Any:
         raise PydanticCustomError("timestamp_invalid", "not a valid timestamp") from None
 
 
+def in_range_utc(value: datetime) -> datetime:
+    """The same instant in UTC, refused outside :data:`EARLIEST` .. :data:`LATEST`.
+
+    Converting year 1 with a positive offset (or year 9999 with a negative one) to UTC
+    leaves the calendar altogether: that is out of range too, not an OverflowError.
+    """
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise PydanticCustomError(
+            "timestamp_out_of_range", "must be between 1900-01-01 and 2199-12-31 (UTC)"
+        )
+    return utc
+
+
 def _not_far_ahead(value: datetime) -> datetime:
     if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
         raise PydanticCustomError(
@@ -142,7 +194,7 @@ def _not_far_ahead(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(parse_timestamp)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(parse_timestamp), AfterValidator(in_range_utc)]
 PastTimestamp = Annotated[Timestamp, AfterValidator(_not_far_ahead)]
 
 
@@ -157,7 +209,7 @@ def _strict(str_max_length: int | None = None) -> ConfigDict:
 # --------------------------------------------------------------------------- leads
 
 
-class Action(BaseModel):
+class Action(StorableText):
     """One tracked action; :func:`lead_model` builds a spec-specific subclass."""
 
     model_config = _strict(MAX_ACTION_TYPE_LENGTH)
@@ -168,7 +220,7 @@ class Action(BaseModel):
     at: Timestamp = Field(description="When it happened (ISO-8601 with a timezone).")
 
 
-class LeadBase(BaseModel):
+class LeadBase(StorableText):
     """What every spec's lead model shares: its id, and how it becomes a builder record."""
 
     model_config = _strict()
@@ -290,10 +342,25 @@ def _build_lead_model(spec: FeatureSpec, max_actions: int) -> type[LeadBase]:
 def _feature_field(f: FeatureField) -> tuple[Any, Any]:
     """(type, Field) of one profile field; every field is optional (missing is data)."""
     if isinstance(f, CategoricalField):
-        return (str | None, Field(default=None, max_length=f.max_length, description=_describe(f)))
+        return (
+            str | None,
+            Field(default=None, max_length=f.max_length, description=_describe(f)),
+        )
     if isinstance(f, NumericField):
-        return (float | None, Field(default=None, ge=f.min, le=f.max, description=_describe(f)))
+        number = WholeNumber if f.integer else float
+        return (number | None, Field(default=None, ge=f.min, le=f.max, description=_describe(f)))
     return (bool | None, Field(default=None, description=_describe(f)))
+
+
+def _whole(value: float) -> float:
+    """250 and 250.0 are whole numbers; 1.5 is not (the spec says ``integer: true``)."""
+    if not float(value).is_integer():
+        raise PydanticCustomError("whole_number", "must be a whole number")
+    return value
+
+
+#: A number field whose spec says ``integer: true``; JSON's 250.0 is accepted as 250.
+WholeNumber = Annotated[float, AfterValidator(_whole)]
 
 
 def _describe(f: FeatureField) -> str:
@@ -406,7 +473,7 @@ OUTCOMES = ("stage_reached", "contacted", "qualified", "disqualified", "won", "l
 Outcome = Literal["stage_reached", "contacted", "qualified", "disqualified", "won", "lost"]
 
 
-class OutcomeIn(BaseModel):
+class OutcomeIn(StorableText):
     """What happened to a lead after scoring: the ground truth monitoring learns from."""
 
     model_config = _strict(MAX_NOTE_LENGTH)
@@ -563,11 +630,23 @@ class SpecRef(BaseModel):
     version: int
 
 
+class Fallback(BaseModel):
+    """Why the service serves its last known good copy instead of the configured model."""
+
+    message: str = Field(examples=["Serving the last known good model, version 3: ..."])
+    reason: str | None = Field(description="What failed, for the operator.")
+
+
 class ModelInfo(BaseModel):
     """The model being served and the policy it applies."""
 
     name: str
     version: str
+    source: str = Field(description="registry, cache (last known good copy) or local.")
+    loaded_at: str
+    fallback: Fallback | None = Field(
+        default=None, description="Set while a last known good copy serves instead."
+    )
     stages: list[str]
     thresholds: dict[str, float] = Field(description="Probability threshold per stage.")
     grade_bands: dict[str, float] = Field(description="Lowest score of grades A, B and C.")

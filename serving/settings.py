@@ -13,8 +13,17 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Role = Literal["crm", "sales", "admin"]
+Role = Literal["crm", "sales", "admin", "metrics"]
 KeyList = Annotated[list[SecretStr], NoDecode]
+Exposure = Literal["off", "key", "public"]
+
+#: Shorter keys can be guessed or typed from memory; 24 characters of a random token are
+#: ~144 bits. ``make run`` writes 32-character random keys.
+MIN_KEY_LENGTH = 24
+#: The placeholders of `.env.example`: a copied example must not become a deployment.
+EXAMPLE_KEYS = frozenset(
+    {"change-me-crm", "change-me-sales", "change-me-admin", "change-me-metrics"}
+)
 
 
 class ServingSettings(BaseSettings):
@@ -47,17 +56,73 @@ class ServingSettings(BaseSettings):
     api_keys_crm: KeyList = Field(default_factory=list)
     api_keys_sales: KeyList = Field(default_factory=list)
     api_keys_admin: KeyList = Field(default_factory=list)
-    docs_enabled: bool = True
+    api_keys_metrics: KeyList = Field(
+        default_factory=list, description="Keys a Prometheus scraper may use (admin keys may too)."
+    )
+    docs: Exposure = Field(
+        "off",
+        description="/openapi.json, /docs and /redoc: off, 'key' (the document for any valid "
+        "key, no HTML pages) or 'public'.",
+    )
+    metrics: Exposure = Field(
+        "key",
+        description="/metrics: off, 'key' (a metrics or admin key, in X-API-Key or as a "
+        "Bearer token) or 'public'.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port (same host, no key) instead of the API port.",
+    )
     max_batch: int = Field(1000, ge=1, le=100_000)
     max_actions: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4_000_000, ge=1024)
     reasons: int = Field(3, ge=0, le=10)
     registry_timeout_s: float = Field(10.0, gt=0)
     registry_retries: int = Field(2, ge=0)
+    registry_deadline_s: float = Field(
+        30.0, gt=0, description="A registry call (resolve + download) gives up after this long."
+    )
     model_poll_s: float = Field(2.0, gt=0, description="How often workers look for a reload.")
+    model_follow_s: float = Field(
+        30.0,
+        ge=0,
+        description="How often each worker asks the registry where the alias points "
+        "(0: never; a reload is then needed).",
+    )
+    model_verify_timeout_s: float = Field(
+        120.0, gt=0, description="A new model's check in a separate process must end by then."
+    )
+    model_versions_cached: int = Field(
+        3, ge=1, le=50, description="Older registered versions kept loaded (replays)."
+    )
     page_size_max: int = Field(500, ge=1)
+    max_queue: int = Field(
+        64,
+        ge=1,
+        description="Requests one worker works on at once; beyond it 503 + Retry-After.",
+    )
+    auth_failures_allowed: int = Field(
+        20, ge=1, description="Failed authentications per client address per window."
+    )
+    auth_failure_window_s: float = Field(60.0, gt=0)
+    db_check_s: float = Field(
+        2.0, gt=0, description="How often readiness checks that the scoring log can commit."
+    )
+    shutdown_grace_s: float = Field(
+        3.0,
+        ge=0,
+        description="After SIGTERM: not ready, yet still serving, this long (load balancers "
+        "notice), then stop accepting.",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="Then requests in flight get this long to finish."
+    )
 
-    @field_validator("api_keys_crm", "api_keys_sales", "api_keys_admin", mode="before")
+    @field_validator(
+        "api_keys_crm", "api_keys_sales", "api_keys_admin", "api_keys_metrics", mode="before"
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Several keys per role (for rotation), comma-separated in one variable."""
@@ -70,7 +135,30 @@ class ServingSettings(BaseSettings):
             "crm": self.api_keys_crm,
             "sales": self.api_keys_sales,
             "admin": self.api_keys_admin,
+            "metrics": self.api_keys_metrics,
         }[role]
+
+    def key_problems(self) -> list[str]:
+        """Why the configured keys are unsafe to serve with (empty when they are fine).
+
+        Never quotes a key: a message names the variable and what is wrong with it.
+        """
+        problems = []
+        for role in ("crm", "sales", "admin", "metrics"):
+            variable = f"LEADSCORE_API_KEYS_{role.upper()}"
+            for i, key in enumerate(self.keys_for(role), start=1):
+                value = key.get_secret_value()
+                if value in EXAMPLE_KEYS:
+                    problems.append(
+                        f"{variable}: key {i} is the example from .env.example; generate one "
+                        "with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+                    )
+                elif len(value) < MIN_KEY_LENGTH:
+                    problems.append(
+                        f"{variable}: key {i} has {len(value)} characters; at least "
+                        f"{MIN_KEY_LENGTH} are needed"
+                    )
+        return problems
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"

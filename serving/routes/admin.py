@@ -10,14 +10,16 @@ from starlette.concurrency import run_in_threadpool
 
 from serving import metrics
 from serving.deps import served_model, store
+from serving.json_body import api_router
 from serving.model_store import ModelLoadError, ModelStore, ReloadBusyError, ServedModel
+from serving.openapi import problems
 from serving.problems import ProblemError
 from serving.schemas import ModelInfo
 from serving.security import require
 
 
 def router() -> APIRouter:
-    api = APIRouter()
+    api = api_router()
 
     @api.get(
         "/v1/model",
@@ -26,18 +28,23 @@ def router() -> APIRouter:
         dependencies=[Depends(require("any"))],
         summary="The served model: version, stages, thresholds, grade bands, metrics",
     )
-    async def model_info(served: Annotated[ServedModel, Depends(served_model)]) -> JSONResponse:
-        return JSONResponse(describe(served))
+    async def model_info(
+        served: Annotated[ServedModel, Depends(served_model)],
+        models: Annotated[ModelStore, Depends(store)],
+    ) -> JSONResponse:
+        return JSONResponse(describe(served, models))
 
     @api.post(
         "/admin/reload",
         tags=["admin"],
         dependencies=[Depends(require("admin"))],
-        summary="Load the current champion, check its golden rows, then swap",
-        responses={
-            409: {"description": "A reload is already running"},
-            502: {"description": "The new model could not be fetched or failed its checks"},
-        },
+        summary="Load the current champion, check it in a separate process, then swap",
+        responses=problems(
+            409,
+            502,
+            s409="A reload is already running",
+            s502="The new model could not be fetched or failed its checks; the old one serves on",
+        ),
     )
     async def reload(models: Annotated[ModelStore, Depends(store)]) -> JSONResponse:
         try:
@@ -54,19 +61,23 @@ def router() -> APIRouter:
         metrics.RELOADS.labels("ok").inc()
         previous = (served.name, before) if before and before != served.version else None
         metrics.set_model(served.name, served.version, previous)
-        return JSONResponse({"previous_version": before, **describe(served)})
+        return JSONResponse({"previous_version": before, **describe(served, models)})
 
     return api
 
 
-def describe(served: ServedModel) -> dict[str, Any]:
+def describe(served: ServedModel, models: ModelStore) -> dict[str, Any]:
     model = served.model
     spec = model.builder.spec
+    fallback = None
+    if models.fallback is not None and served is models.current:
+        fallback = {"message": models.fallback, "reason": models.fallback_reason}
     return {
         "name": served.name,
         "version": served.version,
         "source": served.source,
         "loaded_at": served.loaded_at,
+        "fallback": fallback,
         "stages": model.stages,
         "thresholds": model.thresholds,
         "grade_bands": model.grade_bands,

@@ -2,7 +2,8 @@
 
 Paged with an opaque cursor (keyset pagination on score and lead id), so page 500 is as
 fast as page 1 and a lead scored between two page loads is neither skipped nor repeated
-by an offset shift.
+by an offset shift. A database that cannot be read answers 503 + Retry-After (the
+app's handler for database errors), never 500.
 """
 
 # No `from __future__ import annotations`: the page size limit comes from settings at run
@@ -14,8 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from scorelog.store import ScoreLog
-from serving.cursor import decode_cursor, encode_cursor
+from serving.cursor import MAX_CURSOR_LENGTH, decode_cursor, encode_cursor
 from serving.deps import scorelog
+from serving.json_body import api_router
+from serving.openapi import problems
 from serving.problems import FieldError, ProblemError
 from serving.schemas import RankedPage
 from serving.security import require
@@ -26,13 +29,14 @@ Grade = Literal["A", "B", "C", "D"]
 
 
 def router(settings: ServingSettings) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["sales"])
+    api = api_router(prefix="/v1", tags=["sales"])
 
     @api.get(
         "/leads/ranked",
         response_model=RankedPage,
         dependencies=[Depends(require("sales"))],
         summary="Latest score of every lead, highest first",
+        responses=problems(422),
     )
     async def ranked(
         log: Annotated[ScoreLog, Depends(scorelog)],
@@ -40,7 +44,7 @@ def router(settings: ServingSettings) -> APIRouter:
         grade: Grade | None = None,
         source: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
         limit: Annotated[int, Query(ge=1, le=settings.page_size_max)] = 50,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
     ) -> JSONResponse:
         after = _after(cursor) if cursor else None
         items = await run_in_threadpool(

@@ -2,7 +2,9 @@
 
 Idempotent: the client's ``idempotency_key`` (or, without one, a hash of the outcome
 itself) is unique in the store, so a retried call writes one row; the answer says
-whether this call recorded it (201) or it was already there (200).
+whether this call recorded it (201) or it was already there (200), also when the retry
+only corrected the note (:mod:`serving.outcome_events`). A database that cannot be
+reached answers 503 + Retry-After.
 """
 
 # No `from __future__ import annotations` here: the body models are built at run time
@@ -15,7 +17,10 @@ from starlette.concurrency import run_in_threadpool
 
 from features.spec import FeatureSpec
 from scorelog.store import OutcomeConflictError, OutcomeRow, ScoreLog
+from serving import outcome_events
 from serving.deps import scorelog
+from serving.json_body import api_router
+from serving.openapi import problems
 from serving.problems import ProblemError
 from serving.schemas import OutcomeOut, idempotency_key, outcome_model, spec_stages
 from serving.security import require
@@ -23,7 +28,7 @@ from serving.security import require
 
 def router(spec: FeatureSpec) -> APIRouter:
     Outcome = outcome_model(spec_stages(spec))
-    api = APIRouter(prefix="/v1", tags=["outcomes"])
+    api = api_router(prefix="/v1", tags=["outcomes"])
 
     @api.post(
         "/outcomes",
@@ -32,8 +37,15 @@ def router(spec: FeatureSpec) -> APIRouter:
         dependencies=[Depends(require("crm"))],
         summary="Record a lead's real outcome (idempotent)",
         responses={
-            200: {"description": "Already recorded (a retry): nothing new written"},
-            409: {"description": "The idempotency key was used for a different outcome"},
+            200: {"description": "Already recorded (a retry, even with another note)"},
+            **problems(
+                400,
+                413,
+                415,
+                422,
+                409,
+                s409="The idempotency key was used for a different outcome",
+            ),
         },
     )
     async def record_outcome(
@@ -50,7 +62,7 @@ def router(spec: FeatureSpec) -> APIRouter:
             idempotency_key=key,
         )
         try:
-            new = await run_in_threadpool(log.record_outcome, row)
+            new = await run_in_threadpool(outcome_events.record, log, row)
         except OutcomeConflictError:
             raise ProblemError(
                 409,

@@ -20,12 +20,16 @@ from starlette.concurrency import run_in_threadpool
 from features.batch import FeatureError
 from features.spec import FeatureSpec, normalise_token
 from models.readiness import LeadScore
+from scorelog.engine import describe_error, is_unavailable
 from scorelog.store import ScoreLog, ScoreRow
 from serving import metrics
 from serving.batcher import ScoringBatcher
-from serving.deps import scorelog, scoring_batcher, served_model
+from serving.deps import readiness, scorelog, scoring_batcher, served_model
+from serving.json_body import api_router
 from serving.model_store import ServedModel
-from serving.problems import FieldError, ProblemError
+from serving.openapi import problems
+from serving.problems import INTERNAL_TYPE, FieldError, ProblemError, storage_unavailable
+from serving.readiness import Readiness
 from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
 from serving.security import require
 from serving.settings import ServingSettings
@@ -37,7 +41,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
     Lead = lead_model(spec, max_actions=settings.max_actions)
     Batch = batch_model(spec, max_leads=settings.max_batch, max_actions=settings.max_actions)
     reasons = settings.reasons
-    api = APIRouter(prefix="/v1", tags=["scoring"])
+    api = api_router(prefix="/v1", tags=["scoring"])
 
     @api.post(
         "/score",
@@ -52,6 +56,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         served: Annotated[ServedModel, Depends(served_model)],
         log: Annotated[ScoreLog, Depends(scorelog)],
         batcher: Annotated[ScoringBatcher, Depends(scoring_batcher)],
+        state: Annotated[Readiness, Depends(readiness)],
     ) -> JSONResponse:
         record = to_record(lead)
         try:
@@ -59,7 +64,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id
-        await _durably(log, [_row(result, record, served, request_id)])
+        await _durably(log, [_row(result, record, served, request_id)], state)
         metrics.SCORES.labels(result.category).inc()
         return JSONResponse(_body(result, served, request_id))
 
@@ -75,6 +80,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         request: Request,
         served: Annotated[ServedModel, Depends(served_model)],
         log: Annotated[ScoreLog, Depends(scorelog)],
+        state: Annotated[Readiness, Depends(readiness)],
     ) -> JSONResponse:
         records = [to_record(lead) for lead in batch.leads]  # type: ignore[attr-defined]
         try:
@@ -83,7 +89,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
             raise _unscorable(exc, prefix="leads") from None
         request_id = request.state.request_id
         rows = [_row(r, rec, served, request_id) for r, rec in zip(results, records, strict=True)]
-        await _durably(log, rows)  # one transaction: all or nothing
+        await _durably(log, rows, state)  # one transaction: all or nothing
         for r in results:
             metrics.SCORES.labels(r.category).inc()
         return JSONResponse(
@@ -97,18 +103,33 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
     return api
 
 
-async def _durably(log: ScoreLog, rows: list[ScoreRow]) -> None:
-    """Commit the scores or answer 503: nothing is acknowledged that is not stored."""
+async def _durably(log: ScoreLog, rows: list[ScoreRow], state: Readiness) -> None:
+    """Commit the scores or answer 503: nothing is acknowledged that is not stored.
+
+    An outage also makes the worker not ready at once (the storage watcher makes it
+    ready again); the error is logged without its text, which may quote other leads.
+    """
     try:
         await log.record_scores(rows)
-    except (SQLAlchemyError, RuntimeError, OSError):
-        logging.getLogger(__name__).exception("the scoring log could not commit")
+    except (SQLAlchemyError, RuntimeError, OSError, ValueError) as exc:
+        logger = logging.getLogger(__name__)
+        if is_unavailable(exc):
+            state.storage_failed()
+        if is_unavailable(exc) or isinstance(exc, RuntimeError):  # down, or shutting down
+            logger.warning("the scoring log could not commit: %s", describe_error(exc))
+            raise storage_unavailable(
+                "The score could not be stored, so it is not returned; retry shortly."
+            ) from None
+        # This request's own rows were refused (its neighbours were committed): a retry
+        # would fail the same way, so no 503 that invites one.
+        logger.error("the scoring log refused a request's rows: %s", describe_error(exc))
         raise ProblemError(
-            503,
-            "Scoring log unavailable",
-            "The score could not be stored, so it is not returned; retry shortly.",
-            headers={"Retry-After": "1"},
+            500,
+            "Internal Server Error",
+            "The score could not be stored and is not returned; quote the request id.",
+            type=INTERNAL_TYPE,
         ) from None
+    state.storage_ok()
 
 
 def _row(
@@ -154,15 +175,4 @@ def _unscorable(exc: FeatureError, *, prefix: str) -> ProblemError:
     )
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": None, "description": text, "content": {"application/problem+json": {}}}
-    for status, text in {
-        400: "Malformed JSON",
-        401: "No or unknown API key",
-        403: "Key of another role",
-        413: "Body too large",
-        415: "Not application/json",
-        422: "A field is invalid (the problem names it)",
-        503: "No model loaded, or the scoring log is unavailable",
-    }.items()
-}
+_ERRORS = problems(400, 413, 415, 422)

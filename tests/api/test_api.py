@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.settings import ServingSettings
 
-CRM, CRM_ROTATED, SALES, ADMIN = "crm-key-1", "crm-key-2", "sales-key-1", "admin-key-1"
+CRM, CRM_ROTATED = "crm-key-1-0123456789abcdef", "crm-key-2-0123456789abcdef"
+SALES, ADMIN = "sales-key-1-0123456789abcdef", "admin-key-1-0123456789abcdef"
 AS_OF = "2026-03-01T00:00:00Z"
 
 
@@ -36,6 +37,7 @@ def make_settings(tmp_path: Path, model_dir: Path, **overrides: Any) -> ServingS
         "api_keys_admin": [ADMIN],
         "max_batch": 50,
         "model_poll_s": 0.2,
+        "docs": "public",
     }
     values.update(overrides)
     return ServingSettings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -236,18 +238,18 @@ def test_health_and_metrics(client: TestClient) -> None:
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["model"]["name"] == "local"
     client.post("/v1/score", json=lead(), headers=crm())
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"X-API-Key": ADMIN}).text
     assert 'leadscore_http_requests_total{route="/v1/score",status="200"}' in text
     assert "leadscore_scores_total{category=" in text
     assert 'leadscore_model_info{name="local"' in text
 
 
 def test_docs_can_be_switched_off(tmp_path: Path, trained_model_dir: Path) -> None:
-    off = make_settings(tmp_path, trained_model_dir, docs_enabled=False)
+    off = make_settings(tmp_path, trained_model_dir, docs="off")
     with TestClient(create_app(off)) as c:
         assert c.get("/docs").status_code == 404
         assert c.get("/openapi.json").status_code == 404
-    on = make_settings(tmp_path, trained_model_dir)
+    on = make_settings(tmp_path, trained_model_dir, docs="public")
     with TestClient(create_app(on)) as c:
         schema = c.get("/openapi.json").json()
         assert {"/v1/score", "/v1/score/batch", "/v1/outcomes", "/v1/leads/ranked"} <= set(
@@ -296,7 +298,7 @@ def test_a_second_reload_while_one_runs_gets_409(
     store = client.app.state.store  # type: ignore[attr-defined]
     original = store._fetch
 
-    def slow_fetch(uri: str) -> Any:
+    def slow_fetch(uri: str, **options: Any) -> Any:
         time.sleep(0.5)
         return original(uri)
 

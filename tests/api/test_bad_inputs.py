@@ -72,7 +72,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, dict[str, Any]]] = [
     ("huge revenue", "/v1/score", _json(lead(annual_revenue=1e15)), {}, 422,
      invalid(("annual_revenue", "must be at most 1000000000000"))),
     ("unknown field", "/v1/score", _json(lead(favourite_colour=MARK)), {}, 422,
-     invalid(("favourite_colour", "unknown field"))),
+     invalid(("body", "contains an unknown field"))),
     ("bool as text", "/v1/score", _json(lead(business_email="yes")), {}, 422,
      invalid(("business_email", "must be true or false"))),
     ("number as category", "/v1/score", _json(lead(industry=7)), {}, 422,
@@ -91,7 +91,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, dict[str, Any]]] = [
      invalid(("created_at", "not a valid timestamp"))),
     ("action unknown key", "/v1/score",
      _json(lead(actions=[{"type": "page_view", "at": "2026-02-20T08:00:00Z", "x": MARK}])), {},
-     422, invalid(("actions[0].x", "unknown field"))),
+     422, invalid(("actions[0]", "contains an unknown field"))),
     ("too many actions", "/v1/score", _json(lead(actions=_actions(1001))), {}, 422,
      invalid(("actions", "list too long (max 1000)"))),
     ("odd unicode", "/v1/score", b'{"lead_id": "L1", "industry": "\\ud800' + MARK.encode() + b'"}',
@@ -113,7 +113,7 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, dict[str, Any]]] = [
      _json({"lead_id": "L1", "outcome": "stage_reached", "occurred_at": "2026-03-01T00:00:00Z"}),
      {}, 422, invalid(("stage", "required when outcome is stage_reached"))),
     ("outcome in the future", "/v1/outcomes",
-     _json({"lead_id": "L1", "outcome": "won", "occurred_at": "2999-01-01T00:00:00Z"}), {}, 422,
+     _json({"lead_id": "L1", "outcome": "won", "occurred_at": "2199-01-01T00:00:00Z"}), {}, 422,
      invalid(("occurred_at", "must not be more than 1 day in the future"))),
 ]  # fmt: skip
 
