@@ -448,6 +448,9 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
     """
     if is_unavailable(exc):
         problem = storage_unavailable()
+        readiness = getattr(request.app.state, "readiness", None)
+        if readiness is not None:  # not ready until the storage watcher sees it back
+            readiness.storage_failed()
         logger.warning(
             "%s %s: the scoring log is unavailable: %s (request_id=%s)",
             request.method,

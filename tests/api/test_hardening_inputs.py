@@ -98,9 +98,7 @@ def test_a_lone_surrogate_is_refused(client: TestClient) -> None:
     note = json.dumps(outcome()).replace('"won"', '"won", "note": "\\udfff"')
     response = post_raw(client, "/v1/outcomes", note)
     assert response.status_code == 422
-    assert response.json()["errors"] == [
-        {"field": "note", "problem": "must be valid Unicode text"}
-    ]
+    assert response.json()["errors"] == [{"field": "note", "problem": "must be valid Unicode text"}]
 
 
 def test_nul_in_a_cursor_is_refused(client: TestClient) -> None:
@@ -151,9 +149,7 @@ def test_the_range_ends_are_accepted_and_offsets_normalised(client: TestClient) 
     early = lead(created_at="1900-01-01T00:00:00Z", as_of="2026-03-01T00:00:00Z")
     assert post_raw(client, "/v1/score", json.dumps(early)).status_code == 200
     utc = client.post("/v1/score", json=lead(as_of="2026-03-01T00:00:00Z"), headers=crm())
-    shifted = client.post(
-        "/v1/score", json=lead(as_of="2026-03-01T02:00:00+02:00"), headers=crm()
-    )
+    shifted = client.post("/v1/score", json=lead(as_of="2026-03-01T02:00:00+02:00"), headers=crm())
     assert utc.status_code == shifted.status_code == 200
     assert utc.json()["probabilities"] == shifted.json()["probabilities"]
 
@@ -196,9 +192,7 @@ def test_a_huge_limit_is_a_422_not_a_500(client: TestClient) -> None:
         "/v1/leads/ranked", params={"limit": 10**30}, headers={"X-API-Key": SALES}
     )
     assert response.status_code == 422
-    assert response.json()["errors"] == [
-        {"field": "query.limit", "problem": "must be at most 500"}
-    ]
+    assert response.json()["errors"] == [{"field": "query.limit", "problem": "must be at most 500"}]
 
 
 # -- the small gaps of case 7 --------------------------------------------------------------
@@ -256,9 +250,7 @@ def test_an_outcome_retried_with_only_a_corrected_note_is_the_same_event(
     client: TestClient, settings: ServingSettings
 ) -> None:
     first = client.post("/v1/outcomes", json=outcome(lead_id="L-note", note="cals"), headers=crm())
-    again = client.post(
-        "/v1/outcomes", json=outcome(lead_id="L-note", note="calls"), headers=crm()
-    )
+    again = client.post("/v1/outcomes", json=outcome(lead_id="L-note", note="calls"), headers=crm())
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json() == {
         "lead_id": "L-note",
@@ -267,9 +259,7 @@ def test_an_outcome_retried_with_only_a_corrected_note_is_the_same_event(
     }
     keyed = outcome(lead_id="L-note", idempotency_key="crm-evt-7", note="one")
     assert client.post("/v1/outcomes", json=keyed, headers=crm()).status_code == 201
-    changed = client.post(
-        "/v1/outcomes", json=keyed | {"note": "two"}, headers=crm()
-    )
+    changed = client.post("/v1/outcomes", json=keyed | {"note": "two"}, headers=crm())
     assert changed.status_code == 200 and changed.json()["recorded"] is False
     other = client.post("/v1/outcomes", json=keyed | {"outcome": "lost"}, headers=crm())
     assert other.status_code == 409
