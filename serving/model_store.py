@@ -245,12 +245,13 @@ class ModelStore:
         if (name, version) in self._failed:
             raise ModelLoadError(self._failed[(name, version)])
         target = self.cache_dir / f"{name}-v{version}"
-        if not (target / MODEL_FILE).exists():
-            self._download_into(f"models:/{name}/{version}", target)
         try:
+            if not (target / MODEL_FILE).exists():
+                self._download_into(f"models:/{name}/{version}", target)
             served = self._load_checked(target, name, version, "registry")
         except ModelLoadError as exc:
-            self._failed[(name, version)] = str(exc)
+            if exc.kind == "check":  # a version's files do not change; a registry outage does
+                self._failed[(name, version)] = str(exc)
             raise
         if publish_pointer:
             self._point_to(target, name, version)
