@@ -87,9 +87,19 @@ def make_engine(url: str, *, sqlite_synchronous: SqliteSynchronous = "NORMAL") -
     if backend == "sqlite":
         return _sqlite_engine(parsed, sqlite_synchronous)
     if backend == "postgresql":
-        connect_args = {}
-        if "connect_timeout" not in parsed.query:
-            connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
+        # A server that vanishes without closing the connection (a network partition)
+        # is noticed by TCP keepalives and tcp_user_timeout within ~15 s, not minutes.
+        connect_args: dict[str, int] = {
+            "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
+        }
+        for name in list(connect_args):
+            if name in parsed.query:  # the URL's own choice wins
+                del connect_args[name]
         return create_engine(
             parsed, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args
         )

@@ -107,6 +107,9 @@ class ServingSettings(BaseSettings):
         20, ge=1, description="Failed authentications per client address per window."
     )
     auth_failure_window_s: float = Field(60.0, gt=0)
+    commit_timeout_s: float = Field(
+        10.0, gt=0, description="A score whose commit takes longer is answered 503."
+    )
     db_check_s: float = Field(
         2.0, gt=0, description="How often readiness checks that the scoring log can commit."
     )

@@ -8,6 +8,7 @@ returned only after the score is committed to the scoring log.
 
 # No `from __future__ import annotations` here: the body models are built at run time
 # from the spec, and FastAPI must see the real classes in the signatures, not strings.
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
     Lead = lead_model(spec, max_actions=settings.max_actions)
     Batch = batch_model(spec, max_leads=settings.max_batch, max_actions=settings.max_actions)
     reasons = settings.reasons
+    wait_s = settings.commit_timeout_s
     api = api_router(prefix="/v1", tags=["scoring"])
 
     @api.post(
@@ -64,7 +66,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id
-        await _durably(log, [_row(result, record, served, request_id)], state)
+        await _durably(log, [_row(result, record, served, request_id)], state, wait_s)
         metrics.SCORES.labels(result.category).inc()
         return JSONResponse(_body(result, served, request_id))
 
@@ -89,7 +91,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
             raise _unscorable(exc, prefix="leads") from None
         request_id = request.state.request_id
         rows = [_row(r, rec, served, request_id) for r, rec in zip(results, records, strict=True)]
-        await _durably(log, rows, state)  # one transaction: all or nothing
+        await _durably(log, rows, state, wait_s)  # one transaction: all or nothing
         for r in results:
             metrics.SCORES.labels(r.category).inc()
         return JSONResponse(
@@ -103,14 +105,23 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
     return api
 
 
-async def _durably(log: ScoreLog, rows: list[ScoreRow], state: Readiness) -> None:
+async def _durably(log: ScoreLog, rows: list[ScoreRow], state: Readiness, wait_s: float) -> None:
     """Commit the scores or answer 503: nothing is acknowledged that is not stored.
 
     An outage also makes the worker not ready at once (the storage watcher makes it
     ready again); the error is logged without its text, which may quote other leads.
+    A commit that has not returned after ``wait_s`` (a database that stopped answering
+    without closing the connection) is a 503 too: the rows may still be stored later,
+    but they were never acknowledged.
     """
     try:
-        await log.record_scores(rows)
+        await asyncio.wait_for(log.record_scores(rows), timeout=wait_s)
+    except TimeoutError:
+        state.storage_failed()
+        logging.getLogger(__name__).warning("the scoring log did not commit within %g s", wait_s)
+        raise storage_unavailable(
+            "The score could not be stored in time, so it is not returned; retry shortly."
+        ) from None
     except (SQLAlchemyError, RuntimeError, OSError, ValueError) as exc:
         logger = logging.getLogger(__name__)
         if is_unavailable(exc):

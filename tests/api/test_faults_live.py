@@ -218,6 +218,8 @@ class FlakyProxy:
             listener.close()
         with self.lock:
             for link in self.links:
+                with contextlib.suppress(OSError):
+                    link.shutdown(socket.SHUT_RDWR)  # wakes the pipes, sends FIN
                 link.close()
             self.links.clear()
 
