@@ -125,6 +125,7 @@ def test_hostile_requests_on_postgres_never_touch_their_neighbours(
         model_uri=str(trained_model_dir),
         database_url=pg_url,
         auth_failures_allowed="20",
+        auth_failure_window_s="36000",  # no refill during the test, however slow the machine
     )
     port, server = serve(tmp_path, env)
     hostile = [
