@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models import mlflow_location
+
 Role = Literal["crm", "sales", "admin", "metrics"]
 KeyList = Annotated[list[SecretStr], NoDecode]
 Exposure = Literal["off", "key", "public"]
@@ -41,7 +43,8 @@ class ServingSettings(BaseSettings):
         description="Registry alias URI, or a local folder (a saved model or an MLflow model).",
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking/registry URI; default: the project's embedded store."
+        None,
+        description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else the embedded store.",
     )
     home: Path = Field(default_factory=Path.cwd, description="Project folder (embedded store).")
     model_cache_dir: Path = Field(
@@ -164,7 +167,13 @@ class ServingSettings(BaseSettings):
         return problems
 
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        """The one MLflow location (``models.mlflow_location``): this setting, else
+        ``MLFLOW_TRACKING_URI``, else the embedded store, exactly as training resolves it."""
+        return mlflow_location.tracking_uri(self.home, self.tracking_uri)
+
+    def resolved_registry_uri(self) -> str:
+        """``MLFLOW_REGISTRY_URI`` when set, else the tracking store (as training does)."""
+        return mlflow_location.registry_uri(self.home, tracking=self.resolved_tracking_uri())
 
     def database_url_resolved(self) -> str:
         """A relative SQLite path lives in the project folder, not wherever the cwd is."""

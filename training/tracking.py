@@ -1,25 +1,44 @@
-"""Where MLflow keeps leadscore's runs, artifacts and registered models.
+"""Tracking settings and the MLflow run context for training jobs.
 
-Without configuration everything lives inside the project folder (``LEADSCORE_HOME``, default
-the current directory): a SQLite store ``mlflow.db`` and artifacts under ``mlruns/``. Both are
-git-ignored. Setting ``MLFLOW_TRACKING_URI`` (and optionally ``MLFLOW_REGISTRY_URI``) points
-the same code at a shared tracking server instead.
+Where MLflow lives is decided in one place for training and serving alike,
+:mod:`models.mlflow_location`: ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_REGISTRY_URI``) when set,
+else the embedded ``sqlite:///<home>/mlflow.db`` with artifacts under ``<home>/mlruns/``
+(``LEADSCORE_HOME``, default the current directory; both git-ignored).
 
-MLflow itself is imported lazily so that reading :class:`TrackingSettings` (e.g. from the
-serving app) does not pay MLflow's multi-second import.
+The experiment and the registered model's name come from the training config; the
+environment overrides them (``LEADSCORE_EXPERIMENT``, ``LEADSCORE_MODEL_NAME``), so a CI job
+can train the same config into a scratch model.
+
+MLflow itself is imported lazily so that reading :class:`TrackingSettings` does not pay
+MLflow's multi-second import.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_DB = "mlflow.db"
-EMBEDDED_ARTIFACTS = "mlruns"
+from models import mlflow_location
+from models.mlflow_location import EMBEDDED_ARTIFACTS, EMBEDDED_DB, redact_uri
+
+__all__ = [
+    "EMBEDDED_ARTIFACTS",
+    "EMBEDDED_DB",
+    "HTTP_LIMITS",
+    "TrackingError",
+    "TrackingSettings",
+    "configure",
+    "mlflow_params",
+    "redact_uri",
+    "resolve_tracking_uri",
+]
+
+DEFAULT_NAME = "lead-readiness"
 
 # MLflow's HTTP defaults are 7 retries with exponential backoff (factor 2, capped at 120 s) and a
 # 120 s timeout per attempt: an unreachable server makes every call hang for about four minutes,
@@ -30,10 +49,10 @@ HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
-# Stores reached over HTTP pick their own artifact location (the server's
-# --default-artifact-root or artifact proxy); every other store is opened by this process, and
-# MLflow's client-side default there is ``./mlruns`` relative to whoever runs it.
-_SERVER_SCHEMES = frozenset({"http", "https", "databricks", "databricks-uc", "uc"})
+#: What MLflow accepts in a parameter name; anything else becomes "_" (see mlflow_params).
+_PARAM_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
+#: MLflow refuses parameter values longer than this.
+_PARAM_VALUE_MAX = 6000
 
 
 class TrackingError(RuntimeError):
@@ -56,8 +75,8 @@ class TrackingSettings(BaseSettings):
 
     tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     registry_uri: str | None = Field(default=None, validation_alias="MLFLOW_REGISTRY_URI")
-    experiment: str = "lead-readiness"
-    model_name: str = "lead-readiness"
+    experiment: str = DEFAULT_NAME
+    model_name: str = DEFAULT_NAME
     home: Path = Field(default_factory=Path.cwd)
 
     @field_validator("tracking_uri", "registry_uri", mode="before")
@@ -68,15 +87,25 @@ class TrackingSettings(BaseSettings):
             return None
         return value
 
+    def for_names(self, *, experiment: str, model_name: str) -> TrackingSettings:
+        """These settings with a config's experiment and model name, unless the environment
+        (or a keyword argument) already named them: an explicit setting always wins."""
+        update = {
+            key: value
+            for key, value in (("experiment", experiment), ("model_name", model_name))
+            if key not in self.model_fields_set
+        }
+        return self.model_copy(update=update)
+
 
 def embedded_tracking_uri(home: Path) -> str:
     """The SQLite store inside the project folder, as an absolute URI."""
-    return f"sqlite:///{home.resolve() / EMBEDDED_DB}"
+    return mlflow_location.embedded_tracking_uri(home)
 
 
 def resolve_tracking_uri(settings: TrackingSettings) -> str:
-    """The explicit tracking URI if one is set, else the embedded SQLite store under ``home``."""
-    return settings.tracking_uri or embedded_tracking_uri(settings.home)
+    """The tracking store these settings name (:func:`models.mlflow_location.tracking_uri`)."""
+    return mlflow_location.tracking_uri(settings.home, settings.tracking_uri)
 
 
 def experiment_artifact_location(settings: TrackingSettings) -> str:
@@ -105,11 +134,13 @@ def configure(settings: TrackingSettings) -> str:
 
     bound_http_retries()
     tracking_uri = resolve_tracking_uri(settings)
-    if tracking_uri == embedded_tracking_uri(settings.home):
+    if mlflow_location.is_embedded(tracking_uri, settings.home):
         # SQLite creates the database file but not its folder.
         settings.home.resolve().mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri or tracking_uri)
+    mlflow.set_registry_uri(
+        mlflow_location.registry_uri(settings.home, settings.registry_uri, tracking=tracking_uri)
+    )
     experiment_id = _ensure_experiment(settings, tracking_uri)
     try:
         mlflow.set_experiment(experiment_id=experiment_id)
@@ -131,7 +162,7 @@ def _ensure_experiment(settings: TrackingSettings, tracking_uri: str) -> str:
         if existing is not None:
             return str(existing.experiment_id)
         artifact_location = None
-        if not _is_server(tracking_uri):
+        if not mlflow_location.is_server(tracking_uri):
             artifact_location = experiment_artifact_location(settings)
         return client.create_experiment(settings.experiment, artifact_location=artifact_location)
     except MlflowException as exc:
@@ -144,16 +175,36 @@ def _ensure_experiment(settings: TrackingSettings, tracking_uri: str) -> str:
         ) from exc
 
 
-def _is_server(uri: str) -> bool:
-    """True when the store is a remote server that chooses artifact locations itself."""
-    return urlparse(uri).scheme.lower() in _SERVER_SCHEMES
+def mlflow_params(values: dict[str, Any]) -> dict[str, Any]:
+    """A nested config flattened into MLflow parameters that MLflow accepts.
+
+    Keys are joined with ``.``; characters MLflow refuses in a name (a threshold's ``"*"``
+    default, a column name with ``%`` or parentheses) become ``_`` (so ``thresholds.*`` is
+    logged as ``thresholds._``); lists and dicts are logged as JSON, and values are cut to
+    MLflow's length limit. Two keys that clean to the same name get a numeric suffix rather
+    than one silently replacing the other. The config itself is also logged whole, as JSON.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for key, value in _flatten(values).items():
+        name = _PARAM_NAME_BAD.sub("_", key) or "_"
+        unique, n = name, 2
+        while unique in out:
+            unique, n = f"{name}_{n}", n + 1
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        text = value if not isinstance(value, str) else value[:_PARAM_VALUE_MAX]
+        out[unique] = text
+    return out
 
 
-def redact_uri(uri: str) -> str:
-    """The URI without any ``user:password@`` part, safe to print in error messages."""
-    parsed = urlparse(uri)
-    if parsed.password is None and parsed.username is None:
-        return uri
-    host = parsed.hostname or ""
-    netloc = f"{host}:{parsed.port}" if parsed.port else host
-    return parsed._replace(netloc=netloc).geturl()
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
