@@ -11,6 +11,12 @@ SAMPLE_LEADS ?= 20000
 DATA_DIR := data/sample
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Any training config file (paths inside it are relative to it) or a bundled one's name.
+CONFIG ?=
+TRAIN_CONFIG := $(or $(CONFIG),sample)
+LEADSCORE := $(PY) -m leadscore
+# The bundled sample config trains on generated data: make it first if it is missing.
+SAMPLE_DATA := $(if $(filter sample,$(TRAIN_CONFIG)),$(DATA_DIR)/leads.csv)
 
 # uv from PATH, else installed for this user by pip (a fresh machine has only Python).
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
@@ -37,34 +43,42 @@ lock: | $(UV) ## Re-pin requirements.lock from pyproject.toml's ranges
 
 .PHONY: data
 data: $(STAMP) ## Generate the synthetic sample CRM into data/sample (SAMPLE_LEADS=20000)
-	$(PY) -m training.cli data --n-leads $(SAMPLE_LEADS) --out $(DATA_DIR)
+	$(LEADSCORE) data --n-leads $(SAMPLE_LEADS) --out $(DATA_DIR)
 
 $(DATA_DIR)/leads.csv:
 	$(MAKE) data
 
 .PHONY: train
-train: $(STAMP) $(DATA_DIR)/leads.csv ## Train on the sample data, log to MLflow, register a challenger
-	$(PY) -m training.cli train --config sample
+train: $(STAMP) $(SAMPLE_DATA) ## Train CONFIG (default: sample), log to MLflow, register a challenger
+	$(LEADSCORE) train --config $(TRAIN_CONFIG) $(ARGS)
 
-.PHONY: score
-score: $(STAMP) $(DATA_DIR)/leads.csv ## Score data/sample with the champion into data/sample/scores.csv (ARGS=--sort ...)
-	$(PY) -m serving.batch_score --leads $(DATA_DIR)/leads.csv --actions $(DATA_DIR)/actions.csv --out $(DATA_DIR)/scores.csv $(ARGS)
+.PHONY: cv
+cv: $(STAMP) $(SAMPLE_DATA) ## 5-fold cross-validation of the whole pipeline on CONFIG
+	$(LEADSCORE) cv --config $(TRAIN_CONFIG) $(ARGS)
+
+.PHONY: tune
+tune: $(STAMP) $(SAMPLE_DATA) ## Search settings for CONFIG, nested-CV estimate, write them to it
+	$(LEADSCORE) tune --config $(TRAIN_CONFIG) $(ARGS)
 
 .PHONY: eval-real
 eval-real: $(STAMP) ## 5-fold cross-validation on ../shared/data/x_education/Leads.csv
-	$(PY) -m training.cli eval-real --config x_education
+	$(LEADSCORE) cv --config x_education
+
+.PHONY: score
+score: $(STAMP) $(DATA_DIR)/leads.csv ## Score data/sample with the champion into data/sample/scores.csv (ARGS=--sort ...)
+	$(LEADSCORE) score --leads $(DATA_DIR)/leads.csv --actions $(DATA_DIR)/actions.csv --out $(DATA_DIR)/scores.csv $(ARGS)
 
 .PHONY: promote
-promote: $(STAMP) ## Move `champion` to the challenger if it is not worse (ARGS=--force overrides)
-	$(PY) -m training.cli promote $(ARGS)
+promote: $(STAMP) ## Move `champion` to CONFIG's challenger if it is not worse (ARGS=--force overrides)
+	$(LEADSCORE) promote --config $(TRAIN_CONFIG) $(ARGS)
 
 .PHONY: rollback
-rollback: $(STAMP) ## Return `champion` to the previous version
-	$(PY) -m training.cli rollback
+rollback: $(STAMP) ## Return CONFIG's `champion` to the previous version
+	$(LEADSCORE) rollback --config $(TRAIN_CONFIG)
 
 .PHONY: models
-models: $(STAMP) ## List registered model versions and their aliases
-	$(PY) -m training.cli models
+models: $(STAMP) ## List CONFIG's registered model versions and their aliases
+	$(LEADSCORE) models --config $(TRAIN_CONFIG)
 
 .PHONY: test
 test: $(STAMP) ## Run every test, slow ones included (what CI runs)
@@ -87,12 +101,12 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 .PHONY: run
 run: $(STAMP) ## Set up, train and promote a model on sample data if none exists, then serve
-	@$(PY) -m serving.bootstrap || { $(MAKE) --no-print-directory train && $(PY) -m training.cli promote; }
-	$(PY) -m serving --host $(HOST) --port $(PORT)
+	@$(PY) -m serving.bootstrap || { $(MAKE) --no-print-directory train && $(LEADSCORE) promote; }
+	$(LEADSCORE) serve --host $(HOST) --port $(PORT)
 
 .PHONY: serve
-serve: $(STAMP) ## Serve the API on HOST:PORT (127.0.0.1:8000), one worker per core
-	$(PY) -m serving --host $(HOST) --port $(PORT)
+serve: $(STAMP) ## Serve the API on HOST:PORT (127.0.0.1:8000); CONFIG=... serves that model
+	$(LEADSCORE) serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs mlflow models serve

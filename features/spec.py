@@ -16,7 +16,7 @@ import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -326,6 +326,18 @@ _FOLD = re.compile(r"[\s\-/]+")
 def normalise_token(raw: str) -> str:
     """Fold a messy CRM string to the canonical spelling levels are written in."""
     return _FOLD.sub("_", raw.strip().lower()).strip("_")
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema, so editors complete and check spec YAML files.
+
+    ``leadscore spec-schema --out spec.schema.json`` writes it; a spec file then starts with
+    ``# yaml-language-server: $schema=spec.schema.json`` (``leadscore init`` adds the line).
+    """
+    schema = FeatureSpec.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "leadscore feature spec"
+    return schema
 
 
 def load_spec(path: str | Path) -> FeatureSpec:

@@ -37,10 +37,7 @@ seed fixes every random stream, so the same config always writes byte-identical 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -910,50 +907,3 @@ def funnel_rates(history: pd.DataFrame, n_leads: int) -> dict[str, float]:
     """Share of leads whose furthest stage is at least each stage."""
     counts = history["stage"].value_counts()
     return {s: float(counts.get(s, 0)) / n_leads for s in LIFECYCLE_STAGES}
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    defaults = SampleConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m features.synthetic",
-        description="Generate the synthetic B2B CRM sample (leads, actions, stage history, "
-        "truth) as CSV.",
-    )
-    parser.add_argument("--n-leads", type=int, default=defaults.n_leads)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--mean-actions", type=float, default=defaults.mean_actions)
-    parser.add_argument("--decision-days", type=int, default=defaults.decision_days)
-    parser.add_argument("--out", type=Path, default=Path("data/sample"))
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: generate, write, and print counts, funnel rates and the time taken."""
-    args = _parse_args(argv)
-    try:
-        config = SampleConfig(
-            n_leads=args.n_leads,
-            seed=args.seed,
-            mean_actions=args.mean_actions,
-            decision_days=args.decision_days,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    t0 = time.perf_counter()
-    data = generate(config)
-    t1 = time.perf_counter()
-    paths = write(data, args.out)
-    t2 = time.perf_counter()
-    n = len(data.leads)
-    print(f"leads {n:,}  actions {len(data.actions):,}  history rows {len(data.history):,}")
-    for stage, share in funnel_rates(data.history, n).items():
-        print(f"  reached {stage:<12} {share:7.2%}")
-    print(f"generated in {t1 - t0:.1f}s, written in {t2 - t1:.1f}s to {args.out}")
-    for path in paths.values():
-        print(f"  {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,7 +10,6 @@ finish within ``LEADSCORE_SHUTDOWN_TIMEOUT_S``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import socket
@@ -38,12 +37,10 @@ CURL = """\
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
-    return serve(args.host, args.port, args.workers)
+    """``python -m serving`` = ``leadscore serve``: the options live in ``serving.commands``."""
+    from serving.commands import serve_main
+
+    return serve_main(argv)
 
 
 def serve(host: str, port: int, workers: int) -> int:

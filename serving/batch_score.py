@@ -1,6 +1,6 @@
 """Batch scoring: a leads file in, a scores file out, in bounded memory whatever its size.
 
-    python -m serving.batch_score --leads leads.csv [--actions actions.csv] --out scores.csv
+    leadscore score --leads leads.csv [--actions actions.csv] --out scores.csv
         [--model models:/lead-readiness@champion | FOLDER] [--as-of 2026-03-01T00:00:00Z]
         [--chunk-size 50000] [--reasons 3] [--sort] [--to-log] [--no-progress]
 
@@ -44,13 +44,13 @@ How memory stays bounded, and why this way:
   part-way, the transactions already committed stay: the log is append-only and a
   rerun only adds newer rows.)
 
-Exit status: 0 done, 2 bad input (a refused file, a bad option; the message is one line
-on stderr), 1 anything else (the model cannot be loaded, the output cannot be written).
+Exit status of ``leadscore score`` (``serving.commands``): 0 done, 2 bad input (a refused
+file, a bad option; the message is one line on stderr), 1 anything else (the model cannot
+be loaded, the output cannot be written).
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
@@ -104,10 +104,10 @@ from features.loaders import (
     _refuse,
     _rename_canonical,
 )
-from features.spec import CategoricalField, FeatureSpec, SpecError, normalise_token
+from features.spec import CategoricalField, FeatureSpec, normalise_token
 from models.readiness import ReadinessModel, _reason_text
 from models.reasons import Reason
-from serving.model_store import ModelLoadError, ModelStore, ServedModel
+from serving.model_store import ModelStore, ServedModel
 from serving.settings import ServingSettings
 
 EXIT_FAILED = 1
@@ -177,98 +177,6 @@ class Summary:
             shown = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.adjusted.items()))
             text += f"; values adjusted ({shown})"
         return text
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    options = Options(
-        leads=args.leads,
-        out=args.out,
-        actions=args.actions,
-        model=args.model,
-        as_of=args.as_of,
-        chunk_size=args.chunk_size,
-        reasons=args.reasons,
-        sort=args.sort,
-        to_log=args.to_log,
-        progress=not args.no_progress,
-    )
-    try:
-        summary = run(options, ServingSettings())
-    except (DataError, UsageError) as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
-    except (ModelLoadError, SpecError) as exc:
-        return _fail(f"cannot load the model: {exc}", EXIT_FAILED)
-    except OSError as exc:
-        return _fail(f"{exc.strerror or exc} ({exc.filename})", EXIT_FAILED)
-    except KeyboardInterrupt:
-        return _fail("interrupted; nothing was written", 130)
-    print(summary.line(), file=sys.stderr)
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m serving.batch_score",
-        description="Score a leads file with the readiness model, in bounded memory.",
-    )
-    p.add_argument("--leads", type=Path, required=True, help="leads file (.csv, .csv.gz, .parquet)")
-    p.add_argument(
-        "--actions",
-        type=Path,
-        help="tracked actions; without it the leads file must carry the pre-aggregated columns",
-    )
-    p.add_argument("--out", type=Path, required=True, help="scores file (.csv, .csv.gz, .parquet)")
-    p.add_argument(
-        "--model",
-        help="registry URI (models:/name@alias) or a model folder; default LEADSCORE_MODEL_URI",
-    )
-    p.add_argument(
-        "--as-of", type=_timestamp, help="score as of this ISO-8601 time (default: now, UTC)"
-    )
-    p.add_argument("--chunk-size", type=_positive, default=DEFAULT_CHUNK, help="leads per chunk")
-    p.add_argument(
-        "--reasons", type=_reason_count, default=3, help="reasons per lead, 0 = none (faster)"
-    )
-    p.add_argument("--sort", action="store_true", help="order by score desc, then lead id")
-    p.add_argument("--to-log", action="store_true", help="also write the scores to the scoring log")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    return p
-
-
-def _timestamp(text: str) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 timestamp: {text!r}") from None
-    if ts is pd.NaT:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 timestamp: {text!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _reason_count(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError("must be between 0 and 10")
-    return value
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"error: {_one_line(message)}", file=sys.stderr)
-    return status
 
 
 # --------------------------------------------------------------------------------------
@@ -1240,7 +1148,3 @@ def _score_row(row: dict[str, Any], served: ServedModel, request_id: str) -> Any
         warnings=json.loads(row["warnings_json"]),
         acquisition_source=row["acquisition_source"],
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

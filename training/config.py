@@ -1,8 +1,16 @@
 """Training configuration: every choice that shapes a model, written down and logged.
 
 A run's config is logged to MLflow in full, so any model can be rebuilt from its run.
-Defaults live here, per-data-set choices in ``training/configs/*.yaml``; nothing is
-read from the environment at import time.
+Defaults live here, per-data-set choices in a YAML file; nothing is read from the
+environment at import time.
+
+A config file is self-contained: ``spec``, ``leads``, ``actions``, ``history`` and
+``truth`` are relative to the config file's own folder (absolute paths work too), so
+``leadscore train --config projects/acme/config.yaml`` works from any directory. The
+bundled configs (``sample``, ``x_education``, named without a path) read their data
+relative to the current folder, the project root. The registered model's name and the
+MLflow experiment are in the config too (``LEADSCORE_MODEL_NAME`` and
+``LEADSCORE_EXPERIMENT`` override them).
 """
 
 from __future__ import annotations
@@ -13,9 +21,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from features.spec import FeatureSpec, load_spec
 from training.thresholds import ThresholdPolicy, parse_policy
 
 CONFIGS_DIR = Path(__file__).with_name("configs")
+DEFAULT_MODEL_NAME = "lead-readiness"
+_PATH_KEYS = ("leads", "actions", "history", "truth")
+#: The held-out metric promotion compares when the config names none: PR-AUC of the last
+#: scored stage (``test_sql_pr_auc`` for the lifecycle model, ``test_converted_pr_auc`` for a
+#: binary one): the stage sales acts on, measured where positives are rare.
+PROMOTION_METRIC = "pr_auc"
+
+
+class ConfigError(ValueError):
+    """A training config is unreadable or does not fit its spec; the message says where."""
 
 
 class LightGBMParams(BaseModel):
@@ -39,11 +58,44 @@ class LightGBMParams(BaseModel):
     use_monotone_constraints: bool = True
 
 
+class HeadParams(BaseModel):
+    """What sits on the features: LightGBM, a logistic regression, or a blend of both.
+
+    ``blend_weight`` is the logistic share of the log-odds (0 = LightGBM alone, 1 = the
+    logistic model alone); the blend is calibrated as one. ``logistic_c`` is the inverse
+    L2 strength of the logistic part.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["lightgbm", "logistic", "blend"] = "lightgbm"
+    blend_weight: float = Field(0.3, ge=0, le=1)
+    logistic_c: float = Field(0.5, gt=0)
+
+    @property
+    def linear_weight(self) -> float:
+        return {"lightgbm": 0.0, "logistic": 1.0, "blend": self.blend_weight}[self.kind]
+
+
+class PromotionParams(BaseModel):
+    """The promotion gate: which held-out metric, and how much worse is still "not worse"."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str | None = Field(
+        None, description="Run metric, e.g. test_sql_pr_auc; default: PR-AUC of the last stage."
+    )
+    tolerance: float = Field(0.005, ge=0)
+    higher_is_better: bool = True
+
+
 class TrainConfig(BaseModel):
     """What to train on and how; one instance per run, logged whole."""
 
     model_config = ConfigDict(extra="forbid")
-    spec: str = "sample_crm"
+    spec: str = Field(
+        "sample_crm", description="Spec file (relative to this config) or a bundled spec's name."
+    )
+    model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1, pattern=r"^[^'/@:]+$")
+    experiment: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     leads: Path = Path("data/sample/leads.csv")
     actions: Path | None = Path("data/sample/actions.csv")
     history: Path | None = Path("data/sample/stage_history.csv")
@@ -61,6 +113,8 @@ class TrainConfig(BaseModel):
         description="Stage → policy ('precision:0.6', 'top:5%', 'weekly:200'); '*' = default.",
     )
     lightgbm: LightGBMParams = Field(default_factory=lambda: LightGBMParams.model_validate({}))
+    head: HeadParams = Field(default_factory=lambda: HeadParams.model_validate({}))
+    promotion: PromotionParams = Field(default_factory=lambda: PromotionParams.model_validate({}))
     baseline: bool = True
     plots: bool = True
     shap_sample: int = Field(2000, ge=100)
@@ -85,21 +139,110 @@ class TrainConfig(BaseModel):
         data.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.model_validate(data)
 
+    def promotion_metric(self, stages: list[str]) -> str:
+        """The metric the gate compares: the config's, else PR-AUC of the last stage."""
+        return self.promotion.metric or f"test_{stages[-1]}_{PROMOTION_METRIC}"
 
-def load_config(path: str | Path | None) -> TrainConfig:
-    """A config file, a bundled config's name ("sample", "x_education"), or the defaults."""
-    if path is None:
-        return TrainConfig.model_validate({})
+    def load_spec(self) -> FeatureSpec:
+        return load_spec(self.spec)
+
+
+def check_fits_spec(config: TrainConfig, spec: FeatureSpec, *, where: str = "config") -> None:
+    """Refuse a config that names stages the spec's model does not have.
+
+    A threshold for ``sql`` on a binary model, or a promotion metric about a stage the model
+    lacks, would otherwise fail late (after training) or silently never apply.
+    """
+    stages = spec.scored_stages
+    listed = ", ".join(stages)
+    for key in config.thresholds:
+        if key != "*" and key not in stages:
+            raise ConfigError(
+                f"{where}: thresholds names stage '{key}', but the model's stages are {listed}"
+            )
+    for stage in stages:
+        if stage not in config.thresholds and "*" not in config.thresholds:
+            raise ConfigError(
+                f"{where}: thresholds has no policy for stage '{stage}' (add it or a '*' default)"
+            )
+    metric = config.promotion.metric
+    if metric and metric.startswith("test_"):
+        named = metric.removeprefix("test_")
+        if not any(named.startswith(f"{s}_") for s in stages):
+            raise ConfigError(
+                f"{where}: promotion.metric '{metric}' is not about a stage of the model "
+                f"(its stages are {listed}; e.g. test_{stages[-1]}_{PROMOTION_METRIC})"
+            )
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file's path, or a bundled config's file for a bare name ("sample")."""
     p = Path(path)
     if not p.suffix and not p.exists():
-        p = CONFIGS_DIR / f"{p.name}.yaml"
+        return CONFIGS_DIR / f"{p.name}.yaml"
+    return p
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    """A config file, a bundled config's name ("sample", "x_education"), or the defaults.
+
+    Relative paths in a config file are made absolute against the file's folder (for a
+    bundled config, against the current folder), so the returned config works from
+    anywhere.
+    """
+    if path is None:
+        return TrainConfig.model_validate({})
+    p = resolve_config_path(path)
+    bundled = p.parent.resolve() == CONFIGS_DIR.resolve()
+    name = p.name if bundled else str(p)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        return TrainConfig.model_validate(raw)
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ValueError(f"{p}: training config not found") from exc
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"{p}: invalid training config: {exc}") from exc
+        raise ConfigError(f"{name}: training config not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: training config cannot be read ({exc})") from exc
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"{name}: training config is not valid YAML ({problem})") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: a training config is a YAML mapping at the top level")
+    base = Path.cwd() if bundled else p.resolve().parent
+    try:
+        config = TrainConfig.model_validate(_anchored(raw, base))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{name}: invalid training config: {problems}") from exc
+    return config
+
+
+def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative data and spec paths made absolute against ``base``."""
+    out = dict(raw)
+    for key in _PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            out[key] = str((base / value).resolve())
+    spec = out.get("spec")
+    if isinstance(spec, str) and _is_spec_path(spec):
+        out["spec"] = str((base / spec).resolve())
+    return out
+
+
+def _is_spec_path(spec: str) -> bool:
+    """A spec is a file path when it has a suffix or a folder; else a bundled spec's name."""
+    return not Path(spec).is_absolute() and (Path(spec).suffix != "" or "/" in spec)
+
+
+def load_pair(config_path: str | Path) -> tuple[TrainConfig, FeatureSpec]:
+    """The config and the spec it names, checked against each other."""
+    config = load_config(config_path)
+    spec = config.load_spec()
+    check_fits_spec(config, spec, where=resolve_config_path(config_path).name)
+    return config, spec
 
 
 def sample_config(data_dir: str | Path, **overrides: Any) -> TrainConfig:

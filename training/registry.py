@@ -12,17 +12,18 @@ Lifecycle, all through MLflow registry aliases (stages are deprecated in MLflow)
   version is tagged ``rolled_back_at`` and, if it is still the challenger, loses that alias so a
   later ``promote`` cannot silently re-promote it.
 
-Concurrent promotions of the same model are not serialised; run them from one place (CI job).
+The metric the gate compares is the one the model was trained to be judged by: each run
+tags itself with ``promotion_metric`` (the config's, by default PR-AUC of the model's last
+scored stage, so a binary model is promoted on its only stage), and :func:`promote` reads it
+from the challenger's run unless a metric is given.
 
-CLI: ``python -m training.registry {promote,rollback,list}``; it configures tracking from the
-environment first (see :mod:`training.tracking`).
+Concurrent promotions of the same model are not serialised; run them from one place (CI job).
+The command line is ``leadscore promote | rollback | models`` (``training.commands``).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,14 +33,32 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from training.tracking import TrackingError, TrackingSettings, configure, redact_uri
+from models.mlflow_location import redact_uri
+from training.tracking import RegistryError
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "PREVIOUS",
+    "PromotionDecision",
+    "RegistryError",
+    "RollbackResult",
+    "VersionInfo",
+    "describe",
+    "get_alias",
+    "held_out_metric",
+    "promote",
+    "register",
+    "rollback",
+]
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
 
-DEFAULT_METRIC = "test_sql_pr_auc"
 DEFAULT_TOLERANCE = 0.005
+#: Run tag naming the metric a version is to be promoted on (written by training.run).
+PROMOTION_METRIC_TAG = "promotion_metric"
 # Open-source stores create versions READY at once; the wait only matters for registries that
 # copy artifacts asynchronously. Bounded so a stuck registration cannot hang a pipeline forever.
 REGISTRATION_WAIT_SECONDS = 300
@@ -48,10 +67,6 @@ SOURCE_RUN_TAG = "source_run_id"
 # Guards the gate against float noise: 0.41 - 0.405 must count as "within 0.005".
 _FLOAT_SLACK = 1e-12
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
-
-
-class RegistryError(RuntimeError):
-    """A registry operation cannot proceed; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class VersionInfo:
     run_id: str | None
     metrics: dict[str, float]
     aliases: list[str]
+    promotion_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +196,7 @@ def register(
 def promote(
     name: str,
     *,
-    metric: str,
+    metric: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     higher_is_better: bool = True,
     force: bool = False,
@@ -189,7 +205,8 @@ def promote(
 
     The gate: the challenger may be worse than the champion by at most ``tolerance`` (absolute,
     in metric units), so retraining noise does not block every refresh while real regressions
-    do. Without a champion the challenger is promoted. A refusal changes nothing.
+    do. Without a champion the challenger is promoted. A refusal changes nothing. Without
+    ``metric``, the challenger's own ``promotion_metric`` (tagged on its run) is compared.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
@@ -197,6 +214,12 @@ def promote(
     if challenger is None:
         raise RegistryError(
             f"Model {name!r} has no {CHALLENGER!r} version; register a trained model first."
+        )
+    metric = metric or challenger.promotion_metric
+    if not metric:
+        raise RegistryError(
+            f"Version {challenger.version} of {name!r} does not say which metric to promote it "
+            "on (no promotion_metric tag on its run); name one with --metric."
         )
     champion = get_alias(name, CHAMPION)
     challenger_value = held_out_metric(challenger, metric)
@@ -400,26 +423,29 @@ def _version_info(
     client: MlflowClient, version: ModelVersion, aliases: dict[str, list[str]]
 ) -> VersionInfo:
     run_id = version.run_id or version.tags.get(SOURCE_RUN_TAG) or None
+    metrics, tags = _run_data(client, run_id)
     return VersionInfo(
         name=version.name,
         version=str(version.version),
         run_id=run_id,
-        metrics=_run_metrics(client, run_id),
+        metrics=metrics,
         aliases=aliases.get(str(version.version), []),
+        promotion_metric=tags.get(PROMOTION_METRIC_TAG),
     )
 
 
-def _run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:
-    """Latest value of each metric on the run; empty when the run is gone."""
+def _run_data(client: MlflowClient, run_id: str | None) -> tuple[dict[str, float], dict[str, str]]:
+    """Latest value of each metric on the run, and its tags; empty when the run is gone."""
     if not run_id:
-        return {}
+        return {}, {}
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code == _NOT_FOUND:
-            return {}
+            return {}, {}
         raise
-    return {key: float(value) for key, value in run.data.metrics.items()}
+    metrics = {key: float(value) for key, value in run.data.metrics.items()}
+    return metrics, dict(run.data.tags)
 
 
 def _search_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
@@ -441,86 +467,3 @@ def _now() -> str:
 
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
-
-
-# --- CLI -----------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.registry",
-        description="Promote, roll back and list versions of the lead-readiness model.",
-    )
-    parser.add_argument("--name", help="registered model name (default: LEADSCORE_MODEL_NAME)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    promote_cmd = commands.add_parser("promote", help="make the challenger the champion")
-    promote_cmd.add_argument(
-        "--metric",
-        default=DEFAULT_METRIC,
-        help=f"run metric to compare (default: {DEFAULT_METRIC})",
-    )
-    promote_cmd.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE,
-        help=f"allowed absolute shortfall vs the champion (default: {DEFAULT_TOLERANCE})",
-    )
-    promote_cmd.add_argument(
-        "--lower-is-better", action="store_true", help="for losses: smaller metric wins"
-    )
-    promote_cmd.add_argument("--force", action="store_true", help="promote even if worse")
-    commands.add_parser("rollback", help="return champion to the previous champion")
-    list_cmd = commands.add_parser("list", help="show versions and aliases")
-    list_cmd.add_argument("--metric", default=DEFAULT_METRIC, help="metric to show per version")
-    return parser
-
-
-def _cli_promote(name: str, args: argparse.Namespace) -> int:
-    decision = promote(
-        name,
-        metric=args.metric,
-        tolerance=args.tolerance,
-        higher_is_better=not args.lower_is_better,
-        force=args.force,
-    )
-    if decision.promoted or decision.unchanged:
-        print(decision.reason)
-        return 0
-    print(f"{decision.reason} Use --force to override.")
-    return 1
-
-
-def _cli_rollback(name: str, args: argparse.Namespace) -> int:
-    print(rollback(name).reason)
-    return 0
-
-
-def _cli_list(name: str, args: argparse.Namespace) -> int:
-    versions = describe(name)
-    if not versions:
-        print(f"No versions of model {name!r} are registered.")
-    for info in versions:
-        value = info.metrics.get(args.metric)
-        shown = _fmt(value) if value is not None else "n/a"
-        tags = f" [{', '.join(info.aliases)}]" if info.aliases else ""
-        print(f"Version {info.version}{tags}: {args.metric} {shown}, run {info.run_id or 'none'}.")
-    return 0
-
-
-_COMMANDS = {"promote": _cli_promote, "rollback": _cli_rollback, "list": _cli_list}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exit 0 when done, 1 when a promotion is refused, 2 on errors (message on stderr)."""
-    args = _parser().parse_args(argv)
-    try:
-        settings = TrackingSettings()
-        configure(settings)
-        return _COMMANDS[args.command](args.name or settings.model_name, args)
-    except (RegistryError, TrackingError, MlflowException, ValueError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -34,12 +34,12 @@ from models.pyfunc import (
 )
 from models.readiness import ReadinessModel
 from training import plots
-from training.config import TrainConfig
-from training.dataset import TrainingSet, load_training_set, split
+from training.config import TrainConfig, check_fits_spec
+from training.dataset import Split, TrainingSet, load_training_set, split
 from training.model_card import ORACLE_ROWS_AUC, render_model_card
 from training.pipeline import TrainOutcome, train
-from training.registry import VersionInfo, register
-from training.tracking import TrackingSettings, configure
+from training.registry import PROMOTION_METRIC_TAG, VersionInfo, register
+from training.tracking import TrackingSettings, configure, mlflow_params
 
 log = logging.getLogger(__name__)
 N_EXAMPLES = 2
@@ -57,37 +57,86 @@ class RunResult:
 def run_training(
     config: TrainConfig, settings: TrackingSettings, *, register_model: bool = True
 ) -> RunResult:
-    """Load, split, train, evaluate, log everything, register the challenger."""
-    configure(settings)
+    """Load, split, train, evaluate, log everything, register the challenger.
+
+    The data is read and checked before any run is opened, so a refused file leaves no
+    run behind; a failure once the run exists marks it FAILED with the reason as its
+    note and ``failure_reason`` tag, so the MLflow UI says why.
+    """
+    settings = settings.for_names(experiment=config.experiment, model_name=config.model_name)
     spec = load_spec(config.spec)
+    check_fits_spec(config, spec)
     data = load_training_set(spec, config)
     parts = split(data, spec, config)
+    configure(settings)
     with mlflow.start_run() as run:
-        mlflow.set_tags({"spec": spec.name, "spec_version": str(spec.version), "split": parts.kind})
-        mlflow.log_params(_flat_params(config))
-        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
-        mlflow.log_dict(_fingerprints(config), "data_fingerprint.json")
-        outcome = train(spec, config, data, parts)
-        mlflow.log_metrics(_finite(outcome.metrics()))
-        mlflow.log_dict(_jsonable(outcome.summary), "data_summary.json")
-        version_hint = None
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            if config.plots:
-                _log_plots(outcome, folder / "plots", config.shap_sample, config.seed)
-            golden = frames_to_records(spec, data.subset(parts.test[:N_GOLDEN]).leads, data.actions)
-            outcome.model.metadata["run_id"] = run.info.run_id
-            outcome.model.metadata["metrics"] = _headline(outcome.metrics())
-            model_uri = _log_model(outcome.model, golden[:N_EXAMPLES], golden, folder / "model")
-            version = (
-                register(model_uri, name=settings.model_name, run_id=run.info.run_id)
-                if register_model
-                else None
+        try:
+            return _tracked(config, settings, spec, data, parts, run.info.run_id, register_model)
+        except BaseException as exc:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:5000]
+            mlflow.set_tags({"failure_reason": reason, "mlflow.note.content": reason})
+            raise
+
+
+def _tracked(
+    config: TrainConfig,
+    settings: TrackingSettings,
+    spec: FeatureSpec,
+    data: TrainingSet,
+    parts: Split,
+    run_id: str,
+    register_model: bool,
+) -> RunResult:
+    """Everything inside the open run: train, log, register."""
+    mlflow.set_tags(
+        {
+            "spec": spec.name,
+            "spec_version": str(spec.version),
+            "split": parts.kind,
+            PROMOTION_METRIC_TAG: config.promotion_metric(spec.scored_stages),
+        }
+    )
+    mlflow.log_params(mlflow_params(config.model_dump(mode="json")))
+    mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+    mlflow.log_dict(_fingerprints(config), "data_fingerprint.json")
+    outcome = train(spec, config, data, parts)
+    mlflow.log_metrics(_finite(outcome.metrics()))
+    mlflow.log_dict(_jsonable(outcome.summary), "data_summary.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if config.plots:
+            _log_plots(outcome, folder / "plots", config.shap_sample, config.seed)
+        golden = frames_to_records(spec, data.subset(parts.test[:N_GOLDEN]).leads, data.actions)
+        outcome.model.metadata["run_id"] = run_id
+        outcome.model.metadata["metrics"] = _headline(outcome.metrics())
+        outcome.model.metadata["promotion_metric"] = config.promotion_metric(spec.scored_stages)
+        model_uri = _log_model(outcome.model, golden[:N_EXAMPLES], golden, folder / "model")
+    version = (
+        register(model_uri, name=settings.model_name, run_id=run_id) if register_model else None
+    )
+    card = _card(spec, settings.model_name, version.version if version else None, data, outcome)
+    mlflow.log_text(card, "model_card.md")
+    return RunResult(run_id, model_uri, version, outcome)
+
+
+def describe_result(result: RunResult) -> str:
+    """Held-out figures per stage, one line each, beside the baseline and the oracle."""
+    lines = []
+    for r in result.outcome.stages:
+        line = (
+            f"  {r.stage:<9} test ROC-AUC {r.metrics.roc_auc:.4f}  PR-AUC {r.metrics.pr_auc:.4f}"
+            f"  ECE {r.metrics.ece:.4f}  lift@10% {r.metrics.lift_at_10:.2f}"
+            f"  threshold {r.threshold.threshold:.3f}"
+        )
+        if r.baseline is not None:
+            line += f"  | baseline ROC-AUC {r.baseline.roc_auc:.4f}"
+        if r.oracle is not None:
+            line += (
+                f"  | oracle rows: model {r.oracle.model_auc:.4f} = {100 * r.oracle.share:.1f} %"
+                f" of oracle {r.oracle.oracle_auc:.4f}"
             )
-            version_hint = version.version if version else None
-            card = _card(spec, settings.model_name, version_hint, data, outcome)
-            mlflow.log_text(card, "model_card.md")
-    return RunResult(run.info.run_id, model_uri, version, outcome)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _log_model(
@@ -197,16 +246,6 @@ def _fingerprints(config: TrainConfig) -> dict[str, str]:
                     digest.update(chunk)
             out[key] = digest.hexdigest()
     return out
-
-
-def _flat_params(config: TrainConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

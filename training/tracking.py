@@ -30,6 +30,7 @@ __all__ = [
     "EMBEDDED_ARTIFACTS",
     "EMBEDDED_DB",
     "HTTP_LIMITS",
+    "RegistryError",
     "TrackingError",
     "TrackingSettings",
     "configure",
@@ -57,6 +58,14 @@ _PARAM_VALUE_MAX = 6000
 
 class TrackingError(RuntimeError):
     """The tracking store could not be used (unreachable, misconfigured, deleted experiment)."""
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot proceed; the message says why and what to do.
+
+    Defined here, beside :class:`TrackingError`, so the command line can recognise it
+    without importing MLflow (``training.registry`` does).
+    """
 
 
 class TrackingSettings(BaseSettings):

@@ -1,6 +1,6 @@
-"""Batch scoring (``python -m serving.batch_score``): same answers as the model, in chunks.
+"""Batch scoring (``leadscore score``): same answers as the model, in chunks.
 
-Every run goes through ``main`` in-process, as the command line would, on the session's
+Every run goes through ``leadscore score`` in-process, as the command line would, on the session's
 3,000-lead sample CRM; the reference is ``ReadinessModel.score_frame`` on the whole file
 loaded by the training loaders.
 """
@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from features.batch import aggregated_columns
 from features.loaders import DataError, load_actions, load_leads
 from features.spec import FeatureSpec, load_spec
+from leadscore.cli import main as leadscore
 from models.readiness import ReadinessModel
 from serving import batch_score
-from serving.batch_score import main
 
 AS_OF = "2026-03-01T00:00:00Z"
 X_EDUCATION_CSV = Path(__file__).resolve().parents[2].parent / "shared/data/x_education/Leads.csv"
@@ -47,8 +47,18 @@ def score(
     capsys: pytest.CaptureFixture[str], leads: Path, out: Path, *args: str
 ) -> tuple[int, str]:
     """Run the CLI; (exit status, stderr)."""
-    code = main(
-        ["--leads", str(leads), "--out", str(out), "--as-of", AS_OF, "--no-progress", *args]
+    code = leadscore(
+        [
+            "score",
+            "--leads",
+            str(leads),
+            "--out",
+            str(out),
+            "--as-of",
+            AS_OF,
+            "--no-progress",
+            *args,
+        ]
     )
     return code, capsys.readouterr().err
 

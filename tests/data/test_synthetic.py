@@ -20,7 +20,8 @@ from features.spec import (
     load_spec,
     normalise_token,
 )
-from features.synthetic import SampleConfig, SampleData, generate, main, write
+from features.synthetic import SampleConfig, SampleData, generate, write
+from leadscore.cli import main as leadscore
 
 N = 4_000
 STAGES = list(LIFECYCLE_STAGES)
@@ -393,7 +394,7 @@ def test_cli_writes_the_files_and_prints_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sample"
-    assert main(["--n-leads", "500", "--seed", "5", "--out", str(out)]) == 0
+    assert leadscore(["data", "--n-leads", "500", "--seed", "5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "leads 500" in printed
     assert re.search(r"reached mql\s+\d+\.\d+%", printed)
@@ -403,5 +404,5 @@ def test_cli_writes_the_files_and_prints_a_summary(
 
 
 def test_cli_reports_a_bad_setting(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["--n-leads", "0", "--out", str(tmp_path)]) == 2
+    assert leadscore(["data", "--n-leads", "0", "--out", str(tmp_path)]) == 2
     assert "n_leads" in capsys.readouterr().err

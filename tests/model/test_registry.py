@@ -20,6 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.pyfunc import PythonModel
 
+from leadscore.cli import main as leadscore
 from tests.servers import free_port
 from training import registry, tracking
 from training.registry import CHALLENGER, CHAMPION, PREVIOUS, RegistryError, VersionInfo
@@ -38,10 +39,13 @@ class ConstantModel(PythonModel):
         return [0.5] * len(model_input)
 
 
-def _log_candidate(sql_pr_auc: float) -> tuple[str, str]:
-    """Log a model on a run carrying the held-out metric; return (model URI, run id)."""
+def _log_candidate(sql_pr_auc: float, *, tagged: bool = True) -> tuple[str, str]:
+    """Log a model on a run carrying the held-out metric (and, like a training run, the
+    tag naming it as the promotion metric); return (model URI, run id)."""
     with mlflow.start_run() as run:
         mlflow.log_metric(METRIC, sql_pr_auc)
+        if tagged:
+            mlflow.set_tag(registry.PROMOTION_METRIC_TAG, METRIC)
         # Explicit requirements skip MLflow's slow requirement inference (a subprocess).
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ConstantModel(), pip_requirements=["mlflow"]
@@ -255,7 +259,7 @@ def test_cli_promote_prints_one_sentence_and_exits_0(
     _register(0.412)
     capsys.readouterr()
 
-    assert registry.main(["promote"]) == 0
+    assert leadscore(["promote"]) == 0
 
     out = capsys.readouterr().out
     assert out == (
@@ -271,27 +275,40 @@ def test_cli_refusal_exits_1_and_suggests_force(
     _register(0.380)
     capsys.readouterr()
 
-    assert registry.main(["promote", "--metric", METRIC, "--tolerance", "0.005"]) == 1
+    assert leadscore(["promote", "--metric", METRIC, "--tolerance", "0.005"]) == 1
 
     assert capsys.readouterr().out == (
         "Refused: challenger version 2 test_sql_pr_auc 0.380 is worse than champion version 1 "
         "0.412 by more than 0.005. Use --force to override.\n"
     )
-    assert registry.main(["promote", "--force"]) == 0
+    assert leadscore(["promote", "--force"]) == 0
     assert capsys.readouterr().out.startswith("Forced promotion of version 2 to champion")
 
 
 def test_cli_errors_exit_2_with_message_and_no_traceback(
     mlflow_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert registry.main(["promote"]) == 2
-    assert registry.main(["rollback"]) == 2
+    assert leadscore(["promote"]) == 2
+    assert leadscore(["rollback"]) == 2
 
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "Error: Model 'lead-readiness' has no 'challenger' version" in captured.err
-    assert "no 'previous-champion' version" in captured.err
-    assert "Traceback" not in captured.err
+    assert captured.err.splitlines() == [
+        "error: Model 'lead-readiness' has no 'challenger' version; register a trained model "
+        "first.",
+        "error: Model 'lead-readiness' has no 'previous-champion' version to roll back to "
+        "(nothing was promoted over a champion, or it was already rolled back).",
+    ]
+
+
+def test_the_gate_uses_the_metric_the_challenger_was_trained_for(mlflow_home: Path) -> None:
+    uri, run_id = _log_candidate(0.3, tagged=False)
+    registry.register(uri, name=MODEL, run_id=run_id)
+    with pytest.raises(RegistryError, match="does not say which metric to promote it on"):
+        registry.promote(MODEL)
+    _register(0.4)
+    decision = registry.promote(MODEL)
+    assert (decision.promoted, decision.metric, decision.challenger_value) == (True, METRIC, 0.4)
 
 
 def test_cli_rollback_and_list(mlflow_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,8 +318,8 @@ def test_cli_rollback_and_list(mlflow_home: Path, capsys: pytest.CaptureFixture[
     _promote()
     capsys.readouterr()
 
-    assert registry.main(["rollback"]) == 0
-    assert registry.main(["list"]) == 0
+    assert leadscore(["rollback"]) == 0
+    assert leadscore(["models"]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Rolled back champion from version 2 to version 1.")
@@ -312,11 +329,11 @@ def test_cli_rollback_and_list(mlflow_home: Path, capsys: pytest.CaptureFixture[
 
 @pytest.mark.slow  # a fresh interpreter pays MLflow's import (~3-4 s)
 def test_cli_runs_as_a_module(mlflow_home: Path) -> None:
-    """``python -m training.registry`` works from a fresh process configured only by env."""
+    """``python -m leadscore`` works from a fresh process configured only by env."""
     env = {**os.environ, "LEADSCORE_HOME": str(mlflow_home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(
-        [sys.executable, "-m", "training.registry", "list"],
+        [sys.executable, "-m", "leadscore", "models"],
         env=env,
         capture_output=True,
         text=True,
