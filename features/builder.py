@@ -53,6 +53,8 @@ from features.spec import (
     Direction,
     FeatureSpec,
     NumericField,
+    field_missing_tokens,
+    missing_numbers,
     normalise_token,
 )
 
@@ -281,6 +283,10 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         and rebuilt after unpickling, never stored.
         """
         self._missing = self._missing_tokens
+        # Per field: the spec's spellings of "no value" plus the field's own, and its
+        # numeric sentinels; derived once here, since one lead's path must stay fast.
+        self._field_missing = {f.name: field_missing_tokens(self.spec, f) for f in self.spec.fields}
+        self._field_sentinels = {f.name: missing_numbers(self.spec, f) for f in self.spec.fields}
         self._level_code = {
             name: {lvl: i for i, lvl in enumerate(levels)} for name, levels in self.levels_.items()
         }
@@ -366,10 +372,11 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
             values = batch.columns[f.name]
         if isinstance(f, CategoricalField):
             return self._encode_categorical(f, values, report)
+        missing = self._field_missing[f.name]
         if isinstance(f, NumericField):
-            return _encode_numeric(f, values, report, self._missing)
+            return _encode_numeric(f, values, report, missing, self._field_sentinels[f.name])
         if isinstance(f, BooleanField):
-            return _encode_boolean(f, values, report, self._missing)
+            return _encode_boolean(f, values, report, missing)
         raise TypeError(f"field '{f.name}' of kind {f.kind} cannot be a feature")
 
     def _encode_categorical(
@@ -378,7 +385,7 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         codes = self._level_code[f.name]
         k = len(codes)
         memo = _bounded(self._code_cache[f.name])
-        missing_tokens = self._missing
+        missing_tokens = self._field_missing[f.name]
 
         def code_of(v: Any, row: int) -> int:
             if not isinstance(v, str):
@@ -412,7 +419,7 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
             return len(codes)
         if not isinstance(v, int | float | np.integer | np.floating | bool):
             raise FeatureError(f.name, [row], "value is not a single category")
-        token = _clean_token(v, f, self._missing)
+        token = _clean_token(v, f, self._field_missing[f.name])
         return len(codes) if token is None else codes.get(token, len(codes) + 1)
 
     def _action_features(self, batch: LeadBatch, report: BuildReport) -> np.ndarray:
@@ -543,7 +550,11 @@ def _clean_token(value: Any, f: CategoricalField, missing_tokens: frozenset[str]
 
 
 def _encode_numeric(
-    f: NumericField, values: Column, report: BuildReport, missing_tokens: frozenset[str]
+    f: NumericField,
+    values: Column,
+    report: BuildReport,
+    missing_tokens: frozenset[str],
+    sentinels: tuple[float, ...] = (),
 ) -> np.ndarray:
     if not (isinstance(values, np.ndarray) and values.dtype.kind in "fiu"):
         booleans = [i for i, v in enumerate(values) if isinstance(v, bool | np.bool_)]
@@ -556,6 +567,8 @@ def _encode_numeric(
         bad = [i for i, v in enumerate(values) if not _is_number(v)]
         raise FeatureError(f.name, bad, "value is not a number") from None
     out[np.isinf(out)] = np.nan  # an infinite count or revenue is a broken export, not data
+    if sentinels:  # a spec's numeric "no value" (-1, 9999) is missing, not a number
+        out[np.isin(out, sentinels)] = np.nan
     missing = np.isnan(out)
     report.missing[f.name] = int(np.count_nonzero(missing))
     outside = np.flatnonzero(~missing & ((out < f.min) | (out > f.max)))

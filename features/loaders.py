@@ -14,10 +14,16 @@ be a missing value, not turn the whole column into text). All checks are vectori
 Row numbers count CSV records: they equal file lines unless a quoted value spans several
 lines or the file has blank lines (which pandas skips). Parquet rows are numbered the same
 way, as if the table had been exported to CSV with a header line.
+
+How a CSV file is written (delimiter, encoding, quote character, decimal mark) comes from
+the spec's ``csv`` section (:class:`features.spec.CsvFormat`); a row with fewer fields than
+the header is refused with its line, like a row with more.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv as _csv
 import difflib
 import gzip
 import re
@@ -31,14 +37,19 @@ import numpy as np
 import pandas as pd
 
 from features.spec import (
+    ROW_NUMBER_ID,
     BinaryLabel,
     BooleanField,
     CategoricalField,
+    CsvFormat,
     FeatureSpec,
     LifecycleLabel,
     NumericField,
     SpecError,
+    field_missing_tokens,
+    missing_numbers,
     normalise_token,
+    numbers_in,
 )
 
 _T = TypeVar("_T")
@@ -66,6 +77,9 @@ _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet",)
 _C_ERROR_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _C_ERROR_EOF = re.compile(r"EOF inside string starting at row (\d+)")
+_DEFAULT_CSV = CsvFormat.model_validate({})
+#: Where a loaded leads frame keeps, per field, how many values a missing token replaced.
+MISSING_TOKEN_COUNTS = "missing_token_counts"
 
 # Canonical column names of the actions and history frames, whatever the files call them.
 LEAD_ID = "lead_id"
@@ -109,11 +123,19 @@ def _rebuild_data_error(file: str, message: str, column: str | None, rows: list[
 # --------------------------------------------------------------------------------------
 
 
-def read_table(path: Path | str, *, required: Sequence[str], kind: str) -> pd.DataFrame:
+def read_table(
+    path: Path | str,
+    *,
+    required: Sequence[str],
+    kind: str,
+    csv: CsvFormat | None = None,
+) -> pd.DataFrame:
     """Read a CSV (``.csv``, ``.csv.gz``) or Parquet file and check its shape.
 
-    Only the shape is checked here (readable, non-empty, comma-separated, unique column
-    names, every ``required`` column present); values are the per-table loaders' business.
+    Only the shape is checked here (readable, non-empty, the expected delimiter, no row
+    shorter or longer than the header, unique column names, every ``required`` column
+    present); values are the per-table loaders' business. ``csv`` says how the file is
+    written (default: comma-separated UTF-8).
     One empty trailing field on data rows (a comma at the end of each line) is tolerated,
     as it loses nothing; a non-empty one is refused rather than silently dropped.
     ``kind`` is the noun used in messages ("leads", "actions", "stage history").
@@ -127,7 +149,7 @@ def read_table(path: Path | str, *, required: Sequence[str], kind: str) -> pd.Da
     if lower.endswith(_CSV_SUFFIXES):
         if p.stat().st_size == 0:
             raise DataError(name, f"the {kind} file is empty: it has no rows")
-        frame = _read_csv(p, kind)
+        frame = _read_csv(p, kind, csv or _DEFAULT_CSV)
     elif lower.endswith(_PARQUET_SUFFIXES):
         frame = _read_parquet(p, kind)
     else:
@@ -141,51 +163,104 @@ def read_table(path: Path | str, *, required: Sequence[str], kind: str) -> pd.Da
     return frame
 
 
-def _read_csv(p: Path, kind: str) -> pd.DataFrame:
+def _read_csv(p: Path, kind: str, csv: CsvFormat = _DEFAULT_CSV) -> pd.DataFrame:
     """Read every column as text, turning each way a CSV can be broken into a DataError."""
-    header = _csv_call(p, kind, lambda: _raw_header(p))
+    header = _csv_call(p, kind, lambda: _raw_header(p, csv), encoding=csv.encoding)
     if header is None:
         raise DataError(p.name, f"the {kind} file is empty: it has no rows")
-    _check_delimiter(p.name, header)
+    _check_delimiter(p.name, header, csv.delimiter)
     _check_unique(p.name, header)
     with warnings.catch_warnings():
         # pandas warns, then silently drops trailing fields, when data rows are longer
         # than the header; a shifted table is worse than no table.
         warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
-            frame = _csv_call(p, kind, lambda: _read_all(p))
+            frame = _csv_call(p, kind, lambda: _read_all(p, csv), encoding=csv.encoding)
         except pd.errors.ParserWarning:
-            raise _long_row_error(p, len(header)) from None
+            raise _long_row_error(p, len(header), csv) from None
+    _refuse_short_rows(p, frame, csv)
     return frame
 
 
-def _raw_header(p: Path) -> list[str] | None:
+def _encoding(csv: CsvFormat) -> str:
+    """The codec to read with: utf-8-sig for UTF-8, which strips the mark Excel writes."""
+    return "utf-8-sig" if codecs.lookup(csv.encoding).name == "utf-8" else csv.encoding
+
+
+def _raw_header(p: Path, csv: CsvFormat = _DEFAULT_CSV) -> list[str] | None:
     """The header exactly as written: pandas would rename duplicates to 'x.1'."""
     try:
         first = pd.read_csv(
-            p, header=None, nrows=1, dtype=str, na_filter=False, encoding="utf-8-sig"
+            p,
+            header=None,
+            nrows=1,
+            dtype=str,
+            na_filter=False,
+            sep=csv.delimiter,
+            quotechar=csv.quotechar,
+            encoding=_encoding(csv),
         )
     except pd.errors.EmptyDataError:
         return None
     return [str(v) for v in first.iloc[0].tolist()] if len(first) else None
 
 
-def _read_all(p: Path) -> pd.DataFrame:
+def _read_all(p: Path, csv: CsvFormat = _DEFAULT_CSV) -> pd.DataFrame:
     return pd.read_csv(
         p,
         dtype=str,
         keep_default_na=False,
         na_filter=False,  # no value becomes NaN: "NA" and "" stay strings we judge ourselves
         index_col=False,  # never silently turn the first column into the index
-        encoding="utf-8-sig",  # strips the byte-order mark Excel writes
+        sep=csv.delimiter,
+        quotechar=csv.quotechar,
+        encoding=_encoding(csv),
     )
 
 
-def _long_row_error(p: Path, width: int) -> DataError:
+def _refuse_short_rows(p: Path, frame: pd.DataFrame, csv: CsvFormat) -> None:
+    """A row with fewer fields than the header: pandas fills the rest with "" silently.
+
+    Only a row whose last field is empty can be short, so the file is re-read record by
+    record (the csv module, which counts fields) only when such rows exist.
+    """
+    if frame.shape[1] < 2 or not (frame.iloc[:, -1] == "").any():
+        return
+    width = frame.shape[1]
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rt", encoding=_encoding(csv), newline="") as handle:
+        reader = _csv.reader(handle, delimiter=csv.delimiter, quotechar=csv.quotechar)
+        line = reader.line_num
+        next(reader, None)  # the header
+        short: list[tuple[int, int]] = []
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if record and len(record) < width:
+                short.append((start, len(record)))
+    if short:
+        first, fields = short[0]
+        more = f" (and {len(short) - 1} more rows)" if len(short) > 1 else ""
+        raise DataError(
+            p.name,
+            f"line {first} has {fields} fields but the header has {width}{more} "
+            "(a missing delimiter, or a line broken in two?)",
+            rows=[row for row, _ in short],
+        )
+
+
+def _long_row_error(p: Path, width: int, csv: CsvFormat = _DEFAULT_CSV) -> DataError:
     """Locate the first data row with more fields than the header (pandas does not say)."""
-    hint = "(a trailing comma, or a value with a comma that is not quoted?)"
+    hint = "(a trailing delimiter, or a value with the delimiter that is not quoted?)"
     try:
-        pd.read_csv(p, header=None, dtype=str, na_filter=False, encoding="utf-8-sig")
+        pd.read_csv(
+            p,
+            header=None,
+            dtype=str,
+            na_filter=False,
+            sep=csv.delimiter,
+            quotechar=csv.quotechar,
+            encoding=_encoding(csv),
+        )
     except pd.errors.ParserError as exc:
         found = _C_ERROR_FIELDS.search(str(exc))
         if found:
@@ -198,17 +273,19 @@ def _long_row_error(p: Path, width: int) -> DataError:
     return DataError(p.name, f"data rows have more fields than the header's {width} {hint}")
 
 
-def _csv_call(p: Path, kind: str, read: Callable[[], _T]) -> _T:
+def _csv_call(p: Path, kind: str, read: Callable[[], _T], *, encoding: str = "utf-8") -> _T:
     """Run a pandas read, translating its exceptions into one-line DataErrors."""
     name = p.name
     try:
         return read()
     except UnicodeDecodeError:
-        line = _first_undecodable_line(p)
+        line = _first_undecodable_line(p, encoding)
         at = f" (line {line})" if line else ""
+        shown = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
         raise DataError(
             name,
-            f"the {kind} file is not UTF-8 text{at}; re-save it as 'CSV UTF-8'",
+            f"the {kind} file is not {shown} text{at}; re-save it as 'CSV UTF-8' or set "
+            "csv.encoding in the spec (e.g. latin-1)",
             rows=[line] if line else [],
         ) from None
     except pd.errors.EmptyDataError:
@@ -242,14 +319,14 @@ def _parser_error(name: str, kind: str, text: str) -> DataError:
     return DataError(name, f"the {kind} file is not valid CSV ({_one_line(text)})")
 
 
-def _first_undecodable_line(p: Path) -> int | None:
-    """Find the first line that is not UTF-8; only runs when reading already failed."""
+def _first_undecodable_line(p: Path, encoding: str = "utf-8") -> int | None:
+    """Find the first line that cannot be decoded; only runs when reading already failed."""
     opener = gzip.open if p.name.lower().endswith(".gz") else open
     try:
         with opener(p, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 try:
-                    raw.decode("utf-8")
+                    raw.decode(encoding)
                 except UnicodeDecodeError:
                     return number
     except (OSError, EOFError, zlib.error):
@@ -277,16 +354,19 @@ def _read_parquet(p: Path, kind: str) -> pd.DataFrame:
         ) from None
 
 
-def _check_delimiter(name: str, header: list[str]) -> None:
-    """A ';'- or tab-separated file parses as one column: say so instead of 'missing'."""
+def _check_delimiter(name: str, header: list[str], expected: str = ",") -> None:
+    """A file split by another delimiter parses as one column: say so instead of 'missing'."""
     if len(header) != 1:
         return
-    for delimiter, label in _DELIMITERS.items():
-        if delimiter in header[0]:
+    names = {",": "comma (,)", **_DELIMITERS}
+    for delimiter, label in names.items():
+        if delimiter != expected and delimiter in header[0]:
+            wanted = names.get(expected, repr(expected))
+            written = "\\t" if delimiter == "\t" else delimiter
             raise DataError(
                 name,
-                f"the header looks {label}-separated; a comma-separated file is expected "
-                "(re-export it as CSV with ',' as the delimiter)",
+                f"the header looks {label}-separated, but the spec says {wanted}; set "
+                f'csv.delimiter: "{written}" in the spec (or re-export the file)',
             )
 
 
@@ -420,25 +500,37 @@ def _is_missing(values: pd.Series, tokens: set[str]) -> pd.Series:
     return _normalised(values).isin(tokens)
 
 
-def _parse_numeric(name: str, column: str, raw: pd.Series, tokens: set[str]) -> pd.Series:
-    """Numbers as float64; missing tokens become NaN; anything else is refused.
+def _parse_numeric(
+    name: str,
+    column: str,
+    raw: pd.Series,
+    tokens: set[str] | frozenset[str],
+    *,
+    decimal: str = ".",
+    sentinels: tuple[float, ...] = (),
+) -> pd.Series:
+    """Numbers as float64; missing tokens and numeric sentinels become NaN; else refused.
 
     ``nan`` (what ``str(float('nan'))`` writes) counts as missing; infinities are refused,
-    since no bound or unit makes them meaningful.
+    since no bound or unit makes them meaningful. ``decimal`` is the file's decimal mark.
     """
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         numbers = raw.astype("float64")
         _refuse(name, column, np.isinf(numbers), *_NOT_FINITE)
-        return numbers
-    text = _as_text(raw)
-    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
-    failed = numbers.isna().to_numpy()
-    if failed.any():
-        missing = _is_missing(text[failed], tokens | {"nan"}).to_numpy()
-        bad = np.zeros(len(text), dtype=bool)
-        bad[np.flatnonzero(failed)[~missing]] = True
-        _refuse(name, column, bad, "values are not numbers", "value is not a number")
-    _refuse(name, column, np.isinf(numbers.to_numpy()), *_NOT_FINITE)
+    else:
+        text = _as_text(raw)
+        if decimal != ".":
+            text = text.str.replace(decimal, ".", regex=False)
+        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+        failed = numbers.isna().to_numpy()
+        if failed.any():
+            missing = _is_missing(text[failed], set(tokens) | {"nan"}).to_numpy()
+            bad = np.zeros(len(text), dtype=bool)
+            bad[np.flatnonzero(failed)[~missing]] = True
+            _refuse(name, column, bad, "values are not numbers", "value is not a number")
+        _refuse(name, column, np.isinf(numbers.to_numpy()), *_NOT_FINITE)
+    if sentinels:
+        numbers = numbers.mask(numbers.isin(sentinels))
     return numbers
 
 
@@ -613,32 +705,78 @@ def load_leads(path: Path | str, spec: FeatureSpec, *, require_label: bool = Fal
     required += [f.source for f in features]
     if label is not None:
         required.append(label.column)
-    frame = read_table(p, required=required, kind="leads")
+    frame = read_table(p, required=_without_row_number(required, spec), kind="leads", csv=spec.csv)
     tokens = _missing_tokens(spec)
 
     out = frame.copy()
-    out[spec.id_column] = _parse_ids(name, spec.id_column, frame[spec.id_column], unique=True)
+    if spec.id_column not in frame.columns:  # no id column: the row number is the id
+        out[spec.id_column] = pd.Series(np.arange(1, len(frame) + 1).astype(str), dtype=object)
+    else:
+        out[spec.id_column] = _parse_ids(name, spec.id_column, frame[spec.id_column], unique=True)
     if spec.created_at_column:
         column = spec.created_at_column
         out[column] = _parse_timestamps(name, column, frame[column], tokens, required=False)
+    counts: dict[str, int] = {}
     for field in features:
-        out[field.source] = _parse_field(name, field, frame[field.source], tokens)
+        out[field.source] = _parse_field(name, field, frame[field.source], tokens, spec=spec)
+        counts[field.name] = count_missing_tokens(spec, field, frame[field.source])
     if label is not None:
         out[label.column] = _parse_binary_label(name, label, frame[label.column])
-    return _rename_canonical(name, out, spec, label)
+    renamed = _rename_canonical(name, out, spec, label)
+    renamed.attrs[MISSING_TOKEN_COUNTS] = {k: v for k, v in counts.items() if v}
+    return renamed
+
+
+def _without_row_number(required: list[str], spec: FeatureSpec) -> list[str]:
+    """The id column is optional when the spec leaves it to the row number."""
+    if spec.id_column != ROW_NUMBER_ID:
+        return required
+    return [c for c in required if c != ROW_NUMBER_ID]
 
 
 def _parse_field(
     name: str,
     field: NumericField | BooleanField | CategoricalField,
     raw: pd.Series,
-    tokens: set[str],
+    tokens: set[str] | frozenset[str],
+    *,
+    spec: FeatureSpec | None = None,
 ) -> pd.Series:
+    """One feature column typed; with ``spec``, its missing tokens, sentinels and decimal mark
+    are the spec's and the field's own (without, the given tokens and the field's own)."""
+    if spec is not None:
+        tokens = field_missing_tokens(spec, field)
+        sentinels = missing_numbers(spec, field)
+        decimal = spec.csv.decimal
+    else:
+        tokens = set(tokens) | {normalise_token(t) for t in field.missing_tokens}
+        sentinels = numbers_in(field.missing_tokens)
+        decimal = "."
     if isinstance(field, NumericField):
-        return _parse_numeric(name, field.source, raw, tokens)
+        return _parse_numeric(name, field.source, raw, tokens, decimal=decimal, sentinels=sentinels)
     if isinstance(field, BooleanField):
-        return _parse_boolean(name, field.source, raw, tokens)
-    return _parse_categorical(name, field.source, raw, tokens, field.max_length)
+        return _parse_boolean(name, field.source, raw, set(tokens))
+    return _parse_categorical(name, field.source, raw, set(tokens), field.max_length)
+
+
+def count_missing_tokens(
+    spec: FeatureSpec, field: NumericField | BooleanField | CategoricalField, raw: pd.Series
+) -> int:
+    """How many written values a missing token or sentinel turns into "no value".
+
+    Empty cells are not counted: they were missing already. The check report and the
+    training run show these counts, so a sentinel that swallows real data is noticed.
+    """
+    text = _as_text(raw).str.strip()
+    written = text != ""
+    hit = _normalised(text).isin(field_missing_tokens(spec, field) - {""})
+    sentinels = missing_numbers(spec, field)
+    if sentinels and isinstance(field, NumericField):
+        numbers = pd.to_numeric(
+            text.str.replace(spec.csv.decimal, ".", regex=False), errors="coerce"
+        )
+        hit |= numbers.isin(sentinels)
+    return int((hit & written).sum())
 
 
 def _rename_canonical(
@@ -690,7 +828,7 @@ def load_actions(
     p = Path(path)
     name = p.name
     id_col, type_col, time_col = _actions_spec_columns(spec)
-    frame = read_table(p, required=[id_col, type_col, time_col], kind="actions")
+    frame = read_table(p, required=[id_col, type_col, time_col], kind="actions", csv=spec.csv)
     tokens = _missing_tokens(spec)
 
     ids = _parse_ids(name, id_col, frame[id_col], unique=False)
@@ -741,7 +879,9 @@ def load_history(
     id_col = label.history_lead_id_column
     stage_col = label.history_stage_column
     time_col = label.history_timestamp_column
-    frame = read_table(p, required=[id_col, stage_col, time_col], kind="stage history")
+    frame = read_table(
+        p, required=[id_col, stage_col, time_col], kind="stage history", csv=spec.csv
+    )
     tokens = _missing_tokens(spec)
 
     ids = _parse_ids(name, id_col, frame[id_col], unique=False)

@@ -12,6 +12,8 @@ scored stages are not in its stage list.
 
 from __future__ import annotations
 
+import codecs
+import math
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -59,6 +61,11 @@ class _FieldBase(_Strict):
     feature: bool = Field(True, description="False documents a column without using it.")
     phrase: str | None = Field(
         None, description="How a salesperson reads it, e.g. 'works in {value}'."
+    )
+    missing_tokens: list[str] = Field(
+        default_factory=list,
+        description="Values meaning 'no value' in this column only, on top of the spec's "
+        "(e.g. a numeric sentinel such as '-1' or '9999').",
     )
 
     @property
@@ -248,6 +255,40 @@ class BinaryLabel(_Strict):
 Label = Annotated[LifecycleLabel | BinaryLabel, Field(discriminator="kind")]
 
 
+class CsvFormat(_Strict):
+    """How a CSV file of this data set is written (Parquet files need none of it)."""
+
+    delimiter: str = Field(
+        ",", min_length=1, max_length=1, description="Field separator: ',', ';', tab ('\\t'), '|'."
+    )
+    encoding: str = Field("utf-8", description="Text encoding, e.g. utf-8, latin-1, cp1252.")
+    quotechar: str = Field(
+        '"', min_length=1, max_length=1, description="Character quoting a field with separators."
+    )
+    decimal: Literal[".", ","] = Field(".", description="Decimal mark of numbers.")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {encoding!r}") from None
+        return encoding
+
+    @model_validator(mode="after")
+    def _distinct_marks(self) -> CsvFormat:
+        if self.decimal == self.delimiter:
+            raise ValueError(f"decimal mark and delimiter are both {self.delimiter!r}")
+        if self.quotechar in (self.delimiter, self.decimal):
+            raise ValueError(f"quotechar {self.quotechar!r} is also the delimiter or decimal mark")
+        return self
+
+
+#: The id a lead gets when the file has no id column: its line number in the file.
+ROW_NUMBER_ID = "row_number"
+
+
 class FeatureSpec(_Strict):
     """A whole data set: identity, profile fields, tracked actions and the label."""
 
@@ -255,13 +296,22 @@ class FeatureSpec(_Strict):
     name: str = Field(pattern=_NAME)
     version: int = Field(ge=1, description="Bump when the meaning of any feature changes.")
     description: str = ""
-    id_column: str
+    csv: CsvFormat = Field(
+        default_factory=lambda: CsvFormat.model_validate({}),
+        description="How CSV files of this data set are written (delimiter, encoding, ...).",
+    )
+    id_column: str = Field(
+        ROW_NUMBER_ID,
+        description="Column with a unique lead id. Omitted (or 'row_number') and absent from "
+        "the file: each lead's line number in the file is its id.",
+    )
     created_at_column: str | None = Field(
         None, description="When the lead was created; gives lead age and time-ordered splits."
     )
     missing_tokens: list[str] = Field(
         default=["", "select", "n/a", "na", "null", "none", "-"],
-        description="Strings meaning 'no value' (compared after normalisation).",
+        description="Values meaning 'no value' in every column (text compared after "
+        "normalisation, numbers by value): a numeric sentinel here becomes missing too.",
     )
     fields: list[ProfileField] = Field(min_length=1)
     actions: ActionsSpec | None = None
@@ -318,6 +368,36 @@ def action_output_names(spec: FeatureSpec) -> list[str]:
     if spec.created_at_column:
         names.append("lead_age_days")
     return names
+
+
+def field_missing_tokens(spec: FeatureSpec, field: _FieldBase) -> frozenset[str]:
+    """The normalised spellings of "no value" for one field: the spec's and its own.
+
+    For a numeric field, tokens that are numbers are left to :func:`missing_numbers`, which
+    compares by value: normalised as text, "-1" would also swallow a real 1.
+    """
+    tokens = [*spec.missing_tokens, *field.missing_tokens]
+    if isinstance(field, NumericField):
+        tokens = [t for t in tokens if not numbers_in([t])]
+    return frozenset(normalise_token(t) for t in tokens) | {""}
+
+
+def missing_numbers(spec: FeatureSpec, field: _FieldBase) -> tuple[float, ...]:
+    """The numeric sentinels among a field's missing tokens ('-1', '9999', '-999.0')."""
+    return numbers_in([*spec.missing_tokens, *field.missing_tokens])
+
+
+def numbers_in(tokens: list[str]) -> tuple[float, ...]:
+    """The tokens that are finite numbers, as numbers, each once."""
+    found: list[float] = []
+    for token in tokens:
+        try:
+            value = float(token)
+        except ValueError:
+            continue
+        if math.isfinite(value) and value not in found:
+            found.append(value)
+    return tuple(found)
 
 
 _FOLD = re.compile(r"[\s\-/]+")

@@ -19,13 +19,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from features.batch import FeatureError
 from features.loaders import DataError
 from features.spec import FeatureSpec, SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Errors ``leadscore`` reports in one line with exit 2. Model-loading failures are not
 #: here: batch scoring reports them itself with exit 1 (the input was fine).
@@ -176,6 +177,8 @@ def _fail(message: str, status: int) -> int:
 
 
 def _timestamp(text: str) -> pd.Timestamp:
+    import pandas as pd
+
     try:
         ts = pd.Timestamp(text)
     except ValueError:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from features.loaders import load_actions, load_history, load_leads
+from features.loaders import MISSING_TOKEN_COUNTS, load_actions, load_history, load_leads
 from features.spec import BinaryLabel, FeatureSpec, LifecycleLabel
 from training.config import TrainConfig
 
@@ -225,6 +225,8 @@ def describe(data: TrainingSet, split_: Split) -> dict[str, Any]:
     out: dict[str, Any] = {
         "split": split_.kind,
         **{f"dropped_{k}": v for k, v in data.dropped.items()},
+        # Values a missing token or numeric sentinel turned into "no value", per field.
+        MISSING_TOKEN_COUNTS: dict(data.leads.attrs.get(MISSING_TOKEN_COUNTS, {})),
     }
     for name, rows in (("train", split_.train), ("val", split_.validation), ("test", split_.test)):
         out[f"n_{name}"] = len(rows)

@@ -159,7 +159,11 @@ def test_wrong_delimiter_is_named(tmp_path: Path, delimiter: str, label: str) ->
     text = delimiter.join(["lead_id", "created_at"]) + "\n" + delimiter.join(["L1", "1,5"]) + "\n"
     path = _write(tmp_path, "leads.csv", text)
     err = _refusal(read_table, path, required=["lead_id"], kind="leads")
-    assert str(err).startswith(f"leads.csv: the header looks {label}-separated; a comma-separated")
+    written = "\\t" if delimiter == "\t" else delimiter
+    assert str(err) == (
+        f"leads.csv: the header looks {label}-separated, but the spec says comma (,); "
+        f'set csv.delimiter: "{written}" in the spec (or re-export the file)'
+    )
 
 
 def test_missing_column_suggests_the_closest(tmp_path: Path) -> None:
@@ -220,9 +224,9 @@ def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "leads.csv"
     path.write_bytes("lead_id,city\nL1,Paris\nL2,Besançon\n".encode("latin-1"))
     err = _refusal(read_table, path, required=["lead_id"], kind="leads")
-    assert (
-        str(err)
-        == "leads.csv: the leads file is not UTF-8 text (line 3); re-save it as 'CSV UTF-8'"
+    assert str(err) == (
+        "leads.csv: the leads file is not UTF-8 text (line 3); re-save it as 'CSV UTF-8' "
+        "or set csv.encoding in the spec (e.g. latin-1)"
     )
     assert err.rows == [3]
 
