@@ -116,11 +116,10 @@ class ReadinessModel:
 
     def probabilities(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
         """(n, stages) calibrated probabilities, never increasing along the funnel."""
-        P = np.column_stack([h.calibrator(h.margin(X, threads=threads)) for h in self.heads])
-        return np.minimum.accumulate(P, axis=1)
+        return stage_probabilities(self.heads, X, threads=threads)
 
     def scores(self, P: np.ndarray) -> np.ndarray:
-        return np.rint(100.0 * P.mean(axis=1)).astype(np.int64)
+        return readiness_scores(P)
 
     def grades(self, scores: np.ndarray) -> np.ndarray:
         # Bands hold the lowest score of A, B, C; anything below C's is D.
@@ -133,10 +132,7 @@ class ReadinessModel:
         Thresholds come from separate policies and need not increase along the funnel,
         so "highest stage met" is looked up, not counted.
         """
-        met = P >= self._thresholds
-        k = met.shape[1]
-        highest = k - 1 - np.argmax(met[:, ::-1], axis=1)
-        return np.where(met.any(axis=1), highest + 1, 0)
+        return category_index(P, self._thresholds)
 
     def categories(self, P: np.ndarray) -> np.ndarray:
         labels = np.asarray([NURTURE, *self.stages], dtype=object)
@@ -275,6 +271,35 @@ class ReadinessModel:
             for h in doc["heads"]
         ]
         return cls(builder, heads, doc["grade_bands"], doc["metadata"])
+
+
+def stage_probabilities(
+    heads: Sequence[StageHead], X: np.ndarray, *, threads: int = 0
+) -> np.ndarray:
+    """(n, stages) calibrated probabilities, capped by a running minimum along the funnel.
+
+    A function of the heads alone, so training can choose thresholds and grade bands on
+    exactly what will be served before the model object exists.
+    """
+    P = np.column_stack([h.calibrator(h.margin(X, threads=threads)) for h in heads])
+    return np.minimum.accumulate(P, axis=1)
+
+
+def readiness_scores(P: np.ndarray) -> np.ndarray:
+    """0-100: a hundred times the mean stage probability, rounded."""
+    return np.rint(100.0 * P.mean(axis=1)).astype(np.int64)
+
+
+def category_index(P: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """0 for nurture, else 1 + the index of the highest stage whose threshold is met.
+
+    Thresholds come from separate policies and need not increase along the funnel, so
+    "highest stage met" is looked up, not counted (the cascade of training.thresholds).
+    """
+    met = P >= thresholds
+    k = met.shape[1]
+    highest = k - 1 - np.argmax(met[:, ::-1], axis=1)
+    return np.where(met.any(axis=1), highest + 1, 0)
 
 
 def _reason_text(reasons: dict[str, list[Reason]]) -> str:

@@ -15,19 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from features.builder import LeadFeatureBuilder
 from features.spec import FeatureSpec
 from models.calibration import Calibrator
-from models.readiness import ReadinessModel, StageHead
+from models.readiness import ReadinessModel, StageHead, readiness_scores, stage_probabilities
 from training.config import TrainConfig
 from training.dataset import AS_OF, Split, TrainingSet, describe
 from training.evaluation import StageMetrics, oracle_share, stage_metrics
 from training.fit import Matrices, fit_baseline, fit_booster
 from training.thresholds import (
     ChosenThreshold,
+    check_thresholds,
     choose_threshold,
-    enforce_order,
     grade_bands,
     weeks_spanned,
 )
@@ -88,13 +89,7 @@ def train(
     """Fit, calibrate, set policy and evaluate a readiness model on one split."""
     clock = _Clock()
     parts = {name: data.subset(rows) for name, rows in _parts(split).items()}
-    builder = LeadFeatureBuilder(spec)
-    X = {"train": builder.fit_build(parts["train"].leads, actions=data.actions).values}
-    X |= {
-        name: builder.transform(part.leads, actions=data.actions)
-        for name, part in parts.items()
-        if name != "train"
-    }
+    builder, X = _build_features(spec, parts, data.actions)
     clock.lap("features")
     m = Matrices(
         X["train"],
@@ -107,31 +102,68 @@ def train(
     for stage in spec.scored_stages:
         heads.append(_fit_head(stage, m, parts, config, threads))
         clock.lap(f"fit_{stage}")
-    # Thresholds and grade bands are chosen on what will be served: calibrated and
-    # capped along the funnel (P(SQL) <= P(MQL)), on validation rows.
-    provisional = ReadinessModel(builder, heads, {"A": 100.0, "B": 100.0, "C": 100.0})
-    P_val = provisional.probabilities(X["validation"])
-    validation_rows = parts["validation"].leads
-    weeks = weeks_spanned(validation_rows[AS_OF]) if AS_OF in validation_rows else None
+    chosen, bands = _choose_policy(heads, X["validation"], parts["validation"], config)
+    model = ReadinessModel(builder, heads, bands, _metadata(spec, config, data, split))
+    results = _evaluate(model, chosen, X["test"], parts["test"])
+    clock.lap("evaluate")
+    if config.baseline:
+        _add_baselines(results, m, X["test"], parts, config.seed)
+        clock.lap("baseline")
+    summary = describe(data, split) | {"n_features": X["train"].shape[1]}
+    summary["build_report_train"] = builder.fit_report_
+    return TrainOutcome(model, results, X["test"], summary, clock.laps)
+
+
+def _build_features(
+    spec: FeatureSpec, parts: dict[str, TrainingSet], actions: pd.DataFrame | None
+) -> tuple[LeadFeatureBuilder, dict[str, np.ndarray]]:
+    """The builder fitted on the training rows only, and every part's matrix."""
+    builder = LeadFeatureBuilder(spec)
+    X = {"train": builder.fit_build(parts["train"].leads, actions=actions).values}
+    for name, part in parts.items():
+        if name != "train":
+            X[name] = builder.transform(part.leads, actions=actions)
+    return builder, X
+
+
+def _choose_policy(
+    heads: list[StageHead],
+    X_val: np.ndarray,
+    validation: TrainingSet,
+    config: TrainConfig,
+) -> tuple[list[ChosenThreshold], dict[str, float]]:
+    """Thresholds (set on the heads) and grade bands, chosen on validation rows.
+
+    Both are chosen on what will be served: calibrated probabilities, capped along the
+    funnel (P(SQL) <= P(MQL)).
+    """
+    P_val = stage_probabilities(heads, X_val)
+    rows = validation.leads
+    weeks = weeks_spanned(rows[AS_OF]) if AS_OF in rows else None
     chosen = [
         choose_threshold(
             head.stage,
-            parts["validation"].labels[head.stage].to_numpy(),
+            validation.labels[head.stage].to_numpy(),
             P_val[:, j],
             config.policy_for(head.stage),
             weeks=weeks,
         )
         for j, head in enumerate(heads)
     ]
-    enforce_order(chosen)
+    check_thresholds(chosen)
     for head, threshold in zip(heads, chosen, strict=True):
         head.threshold = threshold.threshold
-    bands = grade_bands(provisional.scores(P_val))
-    model = ReadinessModel(builder, heads, bands, _metadata(spec, config, data, split))
-    P_test = model.probabilities(X["test"])
+    return chosen, grade_bands(readiness_scores(P_val))
+
+
+def _evaluate(
+    model: ReadinessModel, chosen: list[ChosenThreshold], X_test: np.ndarray, test: TrainingSet
+) -> list[StageResult]:
+    """The test rows, looked at once: metrics per stage (and the oracle's, on sample data)."""
+    P_test = model.probabilities(X_test)
     results = []
-    for j, (head, threshold) in enumerate(zip(heads, chosen, strict=True)):
-        y_test = parts["test"].labels[head.stage].to_numpy()
+    for j, (head, threshold) in enumerate(zip(model.heads, chosen, strict=True)):
+        y_test = test.labels[head.stage].to_numpy()
         results.append(
             StageResult(
                 stage=head.stage,
@@ -140,18 +172,12 @@ def train(
                 p_baseline=None,
                 metrics=stage_metrics(y_test, P_test[:, j]),
                 baseline=None,
-                oracle=_oracle(parts["test"], head.stage, y_test, P_test[:, j]),
+                oracle=_oracle(test, head.stage, y_test, P_test[:, j]),
                 threshold=threshold,
                 best_iteration=int(head.booster.best_iteration),
             )
         )
-    clock.lap("evaluate")
-    if config.baseline:
-        _add_baselines(results, m, X["test"], parts, config.seed)
-        clock.lap("baseline")
-    summary = describe(data, split) | {"n_features": X["train"].shape[1]}
-    summary["build_report_train"] = builder.fit_report_
-    return TrainOutcome(model, results, X["test"], summary, clock.laps)
+    return results
 
 
 def _fit_head(
@@ -167,7 +193,7 @@ def _fit_head(
     booster = fit_booster(m, y_train, y_val, config.lightgbm, seed=config.seed, threads=threads)
     margin_val = np.asarray(booster.predict(m.X_val, raw_score=True))
     calibrator = Calibrator.fit(margin_val, y_val, config.calibration)
-    return StageHead(stage, booster, calibrator, threshold=1.0)  # set once all heads exist
+    return StageHead(stage, booster, calibrator, threshold=1.0)  # see _choose_policy
 
 
 def _parts(split: Split) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ Category rule (one category per lead, used by scoring and the model card)::
 The model guarantees ``P(SQL) <= P(MQL)`` per lead (a lead cannot become sales-
 qualified without first being marketing-qualified). The rule is a priority cascade,
 so it yields exactly one category for *any* pair of thresholds; see
-:func:`enforce_order` for why no ordering between ``t_sql`` and ``t_mql`` is imposed.
+:func:`check_thresholds` for why no ordering between ``t_sql`` and ``t_mql`` is imposed.
 
 The expected precision/recall stored with each threshold describe the set
 ``p_stage >= t_stage`` for that stage alone, not the final category (the ``mql``
@@ -272,10 +272,13 @@ def choose_threshold(
     )
 
 
-def enforce_order(chosen: list[ChosenThreshold]) -> list[ChosenThreshold]:
-    """Check a set of stage thresholds and return it unchanged.
+def check_thresholds(chosen: list[ChosenThreshold]) -> None:
+    """Refuse a set of stage thresholds the category cascade cannot use; change nothing.
 
-    No ordering between stage thresholds is required, so none is enforced:
+    Checked: stage names are unique (two thresholds for one stage would make the cascade
+    ambiguous) and every threshold is a finite probability.
+
+    No ordering between stage thresholds is required, so none is imposed:
 
     * The category rule is a priority cascade (``sql`` first, then ``mql``, else
       ``nurture``), so it assigns exactly one category for any ``t_sql``/``t_mql``.
@@ -283,15 +286,9 @@ def enforce_order(chosen: list[ChosenThreshold]) -> list[ChosenThreshold]:
       (``p_mql >= p_sql >= t_sql >= t_mql``): the intuitive nesting.
     * If ``t_sql < t_mql``, some ``sql`` leads have ``p_mql < t_mql``. That is still
       consistent: the ``sql`` label claims only ``P(SQL) >= t_sql``, which the SQL
-      policy chose, and such a lead is by construction at least that likely to
-      become an MQL as well. Raising ``t_sql`` to ``t_mql`` would silently break the
-      SQL policy (e.g. its capacity or precision trade-off) to satisfy an ordering
-      that changes no lead's correctness.
-
-    Thresholds live on different stages' probabilities and are picked by different
-    policies, so comparing them only matters through the cascade above. What is
-    checked: stage names are unique (two thresholds for one stage would make the
-    cascade ambiguous) and every threshold is a finite probability.
+      policy chose. Raising ``t_sql`` to ``t_mql`` would silently break the SQL policy
+      (its capacity or precision trade-off) to satisfy an ordering that changes no
+      lead's correctness.
     """
     seen: set[str] = set()
     for item in chosen:
@@ -302,28 +299,17 @@ def enforce_order(chosen: list[ChosenThreshold]) -> list[ChosenThreshold]:
             raise ValueError(
                 f"threshold for stage {item.stage!r} must be within [0, 1], got {item.threshold}"
             )
-    return chosen
-
-
-def assign_categories(
-    p_mql: npt.ArrayLike, p_sql: npt.ArrayLike, t_mql: float, t_sql: float
-) -> npt.NDArray[np.str_]:
-    """Apply the category rule: ``sql`` if p_sql >= t_sql, elif p_mql >= t_mql ``mql``."""
-    mql = np.asarray(p_mql, dtype=np.float64)
-    sql = np.asarray(p_sql, dtype=np.float64)
-    if mql.shape != sql.shape:
-        raise ValueError(f"p_mql and p_sql differ in shape: {mql.shape} vs {sql.shape}")
-    return np.where(sql >= t_sql, "sql", np.where(mql >= t_mql, "mql", "nurture"))
 
 
 # --------------------------------------------------------------------------- grades
 
 
-_GRADES = "ABCDEFG"
+#: The grades with a lower bound; every score below C's is D (the model's GRADES).
+_BANDED_GRADES = ("A", "B", "C")
 
 
 def grade_bands(
-    scores_val: npt.ArrayLike, shares: tuple[float, ...] = (0.10, 0.25, 0.50)
+    scores_val: npt.ArrayLike, shares: tuple[float, float, float] = (0.10, 0.25, 0.50)
 ) -> dict[str, float]:
     """Minimum 0-100 score for each grade, from validation score quantiles.
 
@@ -344,13 +330,13 @@ def grade_bands(
             f"scores_val must be within [0, 100]; got min {scores.min()}, max {scores.max()}"
         )
     shares_arr = np.asarray(shares, dtype=np.float64)
-    if not 1 <= shares_arr.size < len(_GRADES):
-        raise ValueError(f"shares needs between 1 and {len(_GRADES) - 1} values")
+    if shares_arr.shape != (len(_BANDED_GRADES),):
+        raise ValueError(f"shares needs exactly {len(_BANDED_GRADES)} values: the tops of A, B, C")
     if (shares_arr <= 0).any() or (shares_arr >= 1).any() or (np.diff(shares_arr) <= 0).any():
         raise ValueError(f"shares must be strictly increasing within (0, 1), got {shares}")
     cuts = np.quantile(scores, 1.0 - shares_arr)
     cuts = np.minimum.accumulate(cuts)  # monotone by construction; guard float noise
-    return {grade: float(cut) for grade, cut in zip(_GRADES, cuts, strict=False)}
+    return {grade: float(cut) for grade, cut in zip(_BANDED_GRADES, cuts, strict=True)}
 
 
 def weeks_spanned(times: pd.Series) -> float | None:

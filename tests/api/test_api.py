@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from models.registry_fetch import local_version
 from serving.app import create_app
 from serving.settings import ServingSettings
 
@@ -93,7 +94,7 @@ def count_rows(settings: ServingSettings, table: str) -> int:
 
 
 def test_score_one_lead_returns_every_part_and_is_logged(
-    client: TestClient, settings: ServingSettings
+    client: TestClient, settings: ServingSettings, trained_model_dir: Path
 ) -> None:
     response = client.post("/v1/score", json=lead(), headers=crm(**{"X-Request-ID": "req-42"}))
     assert response.status_code == 200, response.text
@@ -112,7 +113,7 @@ def test_score_one_lead_returns_every_part_and_is_logged(
     assert set(body["reasons"]) == {"positive", "negative"}
     assert all(set(r) == {"field", "effect", "text"} for r in body["reasons"]["positive"])
     assert body["warnings"] == []
-    assert body["model"] == {"name": "local", "version": body["model"]["version"]}
+    assert body["model"] == {"name": "local", "version": local_version(trained_model_dir)}
     assert count_rows(settings, "scores") == 1
 
 

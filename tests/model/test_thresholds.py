@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from models.readiness import category_index
 from training.thresholds import (
     Capacity,
     ChosenThreshold,
     PrecisionTarget,
-    assign_categories,
+    check_thresholds,
     choose_threshold,
     describe_policy,
-    enforce_order,
     grade_bands,
     parse_policy,
     policy_from_dict,
@@ -228,34 +228,29 @@ def test_describe_policy():
 
 
 @pytest.mark.parametrize(("t_mql", "t_sql"), [(0.3, 0.6), (0.6, 0.3)])
-def test_enforce_order_accepts_either_order_unchanged(t_mql, t_sql):
+def test_check_thresholds_accepts_either_order_and_changes_nothing(t_mql, t_sql):
     chosen = [_chosen("mql", t_mql), _chosen("sql", t_sql)]
-    assert enforce_order(chosen) is chosen
+    check_thresholds(chosen)
+    assert [c.threshold for c in chosen] == [t_mql, t_sql]
 
 
-def test_enforce_order_rejects_duplicate_stage_and_bad_threshold():
+def test_check_thresholds_rejects_duplicate_stage_and_bad_threshold():
     with pytest.raises(ValueError, match="more than one threshold"):
-        enforce_order([_chosen("mql", 0.3), _chosen("mql", 0.4)])
+        check_thresholds([_chosen("mql", 0.3), _chosen("mql", 0.4)])
     with pytest.raises(ValueError, match=r"within \[0, 1\]"):
-        enforce_order([_chosen("mql", 1.5)])
+        check_thresholds([_chosen("mql", 1.5)])
     with pytest.raises(ValueError, match=r"within \[0, 1\]"):
-        enforce_order([_chosen("mql", math.nan)])
+        check_thresholds([_chosen("mql", math.nan)])
 
 
-def test_assign_categories_cascade():
-    p_mql = np.array([0.9, 0.9, 0.5, 0.2, 0.45])
-    p_sql = np.array([0.7, 0.3, 0.1, 0.1, 0.45])
-    assert assign_categories(p_mql, p_sql, t_mql=0.5, t_sql=0.6).tolist() == [
-        "sql",
-        "mql",
-        "mql",
-        "nurture",
-        "nurture",
-    ]
+def test_the_served_category_cascade_takes_the_highest_stage_met():
+    """models.readiness.category_index is what the API and batch scoring serve."""
+    P = np.array([[0.9, 0.7], [0.9, 0.3], [0.5, 0.1], [0.2, 0.1], [0.45, 0.45]])
+    labels = np.array(["nurture", "mql", "sql"])
+    in_order = labels[category_index(P, np.array([0.5, 0.6]))]
+    assert in_order.tolist() == ["sql", "mql", "mql", "nurture", "nurture"]
     # t_sql below t_mql: the last lead is SQL-worthy by the SQL policy alone.
-    assert assign_categories(p_mql, p_sql, t_mql=0.5, t_sql=0.4).tolist()[-1] == "sql"
-    with pytest.raises(ValueError, match="shape"):
-        assign_categories([0.1, 0.2], [0.1], 0.5, 0.5)
+    assert labels[category_index(P, np.array([0.5, 0.4]))].tolist()[-1] == "sql"
 
 
 # --------------------------------------------------------------------------- grades
@@ -278,21 +273,22 @@ def test_grade_bands_monotone_and_custom_shares():
     rng = np.random.default_rng(2)
     bands = grade_bands(rng.beta(2, 5, size=1000) * 100)
     assert bands["A"] >= bands["B"] >= bands["C"]
-    assert grade_bands(np.arange(101), shares=(0.2, 0.6)) == {"A": 80.0, "B": 40.0}
+    assert grade_bands(np.arange(101), shares=(0.2, 0.4, 0.6)) == {"A": 80.0, "B": 60.0, "C": 40.0}
     assert grade_bands(np.full(10, 42.0)) == {"A": 42.0, "B": 42.0, "C": 42.0}
 
 
 @pytest.mark.parametrize(
     ("scores", "shares", "message"),
     [
-        ([], (0.1,), "non-empty"),
-        ([1.0, math.nan], (0.1,), "NaN"),
-        ([-1.0, 50.0], (0.1,), r"within \[0, 100\]"),
-        ([50.0, 101.0], (0.1,), r"within \[0, 100\]"),
-        ([50.0], (0.25, 0.1), "strictly increasing"),
-        ([50.0], (0.0, 0.5), "strictly increasing"),
-        ([50.0], (0.5, 1.0), "strictly increasing"),
-        ([50.0], (), "between 1 and"),
+        ([], (0.1, 0.2, 0.3), "non-empty"),
+        ([1.0, math.nan], (0.1, 0.2, 0.3), "NaN"),
+        ([-1.0, 50.0], (0.1, 0.2, 0.3), r"within \[0, 100\]"),
+        ([50.0, 101.0], (0.1, 0.2, 0.3), r"within \[0, 100\]"),
+        ([50.0], (0.25, 0.1, 0.5), "strictly increasing"),
+        ([50.0], (0.0, 0.2, 0.5), "strictly increasing"),
+        ([50.0], (0.2, 0.5, 1.0), "strictly increasing"),
+        ([50.0], (0.1, 0.2), "exactly 3 values"),
+        ([50.0], (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), "exactly 3 values"),
     ],
 )
 def test_grade_bands_reject_bad_input(scores, shares, message):
