@@ -6,6 +6,10 @@ canonical name, optionally ``as_of`` (default: now) and ``actions``, a list of
 ``{"type", "at"}`` objects (or the same list as a JSON string, which is what some
 clients can send through a flat table). The saved model folder itself (JSON plus
 LightGBM text files) travels as an artifact; this class only adapts the interface.
+
+The class is logged by MLflow's models-from-code route (:data:`MODEL_CODE`, a file that
+calls ``mlflow.models.set_model``): no Python object is pickled, so a registered model
+loads with the code it names and nothing else.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from features.spec import BooleanField, CategoricalField, FeatureSpec
 from models.readiness import ReadinessModel
 
 ARTIFACT_KEY = "readiness_model"
+#: The file MLflow logs as the model's code and runs at load time (models from code).
+MODEL_CODE = Path(__file__).with_name("mlflow_entry.py")
 #: Packages the model needs at load time, pinned to the versions it was trained with.
 RUNTIME_PACKAGES = ("lightgbm", "numpy", "pandas", "scikit-learn", "pydantic", "PyYAML", "mlflow")
 

@@ -27,7 +27,7 @@ from features.spec import FeatureSpec, load_spec
 from models.golden import write_golden
 from models.pyfunc import (
     ARTIFACT_KEY,
-    ReadinessPyfunc,
+    MODEL_CODE,
     code_paths,
     pinned_requirements,
     signature,
@@ -151,7 +151,7 @@ def _log_model(
     example = pd.DataFrame(examples)
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=ReadinessPyfunc(),
+        python_model=str(MODEL_CODE),
         artifacts={ARTIFACT_KEY: str(folder)},
         code_paths=code_paths(),
         signature=signature(model.builder.spec, model.stages),

@@ -158,6 +158,17 @@ def test_mlflow_models_serve_answers_with_the_same_scores(
     assert served["reasons"].tolist() == direct["reasons"].tolist()
 
 
+def test_the_pyfunc_is_logged_from_code_without_a_pickle(first_run: RunResult) -> None:
+    """Models from code: MLflow stores our code file and runs it at load time."""
+    local = Path(mlflow.artifacts.download_artifacts(first_run.model_uri))
+    files = {p.name for p in local.rglob("*")}
+    assert not {f for f in files if f.endswith((".pkl", ".pickle"))}
+    flavor = mlflow.models.Model.load(str(local / "MLmodel")).flavors["python_function"]
+    assert flavor["model_code_path"].endswith("mlflow_entry.py")
+    assert "python_model" not in flavor or not str(flavor["python_model"]).endswith(".pkl")
+    assert {"model.json", "mlflow_entry.py", "features", "models"} <= files
+
+
 def test_saved_model_folder_has_versions_and_no_pickle(
     first_run: RunResult, tmp_path: Path
 ) -> None:
@@ -171,3 +182,31 @@ def test_saved_model_folder_has_versions_and_no_pickle(
         "model.json",
     ]
     assert ReadinessModel.load(folder).stages == ["mql", "sql"]
+
+
+@pytest.mark.slow
+def test_spark_udf_scores_like_the_model_when_pyspark_is_installed(
+    first_run: RunResult,
+    sample_dir: Path,
+    sample_spec: FeatureSpec,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``mlflow.pyfunc.spark_udf`` on the registered model (PySpark is an optional extra)."""
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    records = _records(sample_dir, sample_spec, n=8)
+    flat = pd.DataFrame(records).assign(actions=lambda f: f["actions"].map(json.dumps))
+    spark = SparkSession.builder.master("local[2]").appName("leadscore-test").getOrCreate()
+    try:
+        udf = mlflow.pyfunc.spark_udf(
+            spark, f"models:/{MODEL}@{registry.CHALLENGER}", env_manager="local",
+            result_type="p_sql double",
+        )  # fmt: skip
+        frame = spark.createDataFrame(flat)
+        scored = frame.withColumn("out", udf(*[frame[c] for c in flat.columns])).toPandas()
+    finally:
+        spark.stop()
+    direct = score_records(first_run.outcome.model, records)
+    np.testing.assert_allclose(scored["out"].map(lambda r: r["p_sql"]), direct["p_sql"], atol=1e-12)
