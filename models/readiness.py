@@ -31,6 +31,7 @@ import pandas as pd
 
 from features.builder import LeadFeatureBuilder
 from models.calibration import Calibrator
+from models.linear import LinearHead
 from models.reasons import Reason, ReasonWriter
 
 FORMAT_VERSION = 1
@@ -41,18 +42,31 @@ _MODEL_FILE = "model.json"
 
 @dataclass
 class StageHead:
-    """One scored stage: its booster, the calibration of its margin, its threshold."""
+    """One scored stage: its booster, the calibration of its margin, its threshold.
+
+    With a ``linear`` head and ``linear_weight`` w > 0 the margin is the blend
+    ``(1 - w) * booster + w * linear`` of the two log-odds (w = 1: the logistic model
+    alone), calibrated as one; contributions blend the same way, so reasons stay exact.
+    """
 
     stage: str
     booster: lgb.Booster
     calibrator: Calibrator
     threshold: float
+    linear: LinearHead | None = None
+    linear_weight: float = 0.0
 
     def margin(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
-        return np.asarray(self.booster.predict(X, raw_score=True, num_threads=threads))
+        return blended_margin(self.booster, self.linear, self.linear_weight, X, threads=threads)
 
     def contributions(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
-        return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=threads))
+        w = self.linear_weight if self.linear is not None else 0.0
+        if w >= 1.0 and self.linear is not None:
+            return self.linear.contributions(X)
+        trees = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=threads))
+        if w <= 0.0 or self.linear is None:
+            return trees
+        return (1.0 - w) * trees + w * self.linear.contributions(X)
 
 
 @dataclass
@@ -243,7 +257,13 @@ class ReadinessModel:
             "library_versions": _library_versions(),
             "builder": self.builder.to_dict(),
             "heads": [
-                {"stage": h.stage, "threshold": h.threshold, "calibrator": h.calibrator.to_dict()}
+                {
+                    "stage": h.stage,
+                    "threshold": h.threshold,
+                    "calibrator": h.calibrator.to_dict(),
+                    "linear": h.linear.to_dict() if h.linear is not None else None,
+                    "linear_weight": h.linear_weight,
+                }
                 for h in self.heads
             ],
             "grade_bands": self.grade_bands,
@@ -267,10 +287,29 @@ class ReadinessModel:
                 booster=lgb.Booster(model_file=str(path / f"head_{h['stage']}.txt")),
                 calibrator=Calibrator.from_dict(h["calibrator"]),
                 threshold=float(h["threshold"]),
+                linear=LinearHead.from_dict(h["linear"]) if h.get("linear") else None,
+                linear_weight=float(h.get("linear_weight", 0.0)),
             )
             for h in doc["heads"]
         ]
         return cls(builder, heads, doc["grade_bands"], doc["metadata"])
+
+
+def blended_margin(
+    booster: lgb.Booster,
+    linear: LinearHead | None,
+    weight: float,
+    X: np.ndarray,
+    *,
+    threads: int = 0,
+) -> np.ndarray:
+    """A head's log-odds: the booster's, the linear head's, or their weighted blend."""
+    if linear is not None and weight >= 1.0:
+        return linear.margin(X)
+    trees = np.asarray(booster.predict(X, raw_score=True, num_threads=threads))
+    if linear is None or weight <= 0.0:
+        return trees
+    return (1.0 - weight) * trees + weight * linear.margin(X)
 
 
 def stage_probabilities(

@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
+import pandas as pd
+from sklearn.model_selection import (
+    GroupShuffleSplit,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    train_test_split,
+)
 
 from features.spec import FeatureSpec
 from training.config import TrainConfig
@@ -37,30 +43,60 @@ class CVResult:
         return {k: float(np.std(v)) for k, v in values.items()}
 
 
-def fold_splits(y: np.ndarray, config: TrainConfig, folds: int) -> list[Split]:
-    """Stratified folds; each fold's training rows give up a stratified validation part."""
-    outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
+def fold_splits(
+    y: np.ndarray, config: TrainConfig, folds: int, groups: np.ndarray | None = None
+) -> list[Split]:
+    """Stratified folds; each fold's training rows give up a stratified validation part.
+
+    With ``groups`` (a lead's id, when a lead has several snapshot rows) a lead's rows
+    stay together in one part, so no lead is trained on and tested on at once.
+    """
+    val_share = config.validation_share / (1 - 1 / folds)
     out = []
-    for rest, test in outer.split(np.zeros(len(y)), y):
-        val_share = config.validation_share / (1 - 1 / folds)
-        train_rows, val_rows = train_test_split(
-            rest, test_size=val_share, stratify=y[rest], random_state=config.seed
-        )
-        out.append(Split(np.sort(train_rows), np.sort(val_rows), np.sort(test), "stratified"))
+    if groups is None:
+        outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
+        for rest, test in outer.split(np.zeros(len(y)), y):
+            train_rows, val_rows = train_test_split(
+                rest, test_size=val_share, stratify=y[rest], random_state=config.seed
+            )
+            out.append(Split(np.sort(train_rows), np.sort(val_rows), np.sort(test), "stratified"))
+        return out
+    grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=config.seed)
+    for rest, test in grouped.split(np.zeros(len(y)), y, groups):
+        carve = GroupShuffleSplit(n_splits=1, test_size=val_share, random_state=config.seed)
+        kept, held = next(carve.split(rest, groups=groups[rest]))
+        out.append(Split(np.sort(rest[kept]), np.sort(rest[held]), np.sort(test), "grouped"))
     return out
 
 
+def lead_groups(spec: FeatureSpec, data: TrainingSet) -> np.ndarray | None:
+    """Each row's lead id when some lead has several rows (snapshots), else None."""
+    ids = data.leads[spec.id_column].to_numpy()
+    return ids if len(pd.unique(ids)) < len(ids) else None
+
+
 def cross_validate(
-    spec: FeatureSpec, config: TrainConfig, data: TrainingSet, folds: int = 5
+    spec: FeatureSpec,
+    config: TrainConfig,
+    data: TrainingSet,
+    folds: int = 5,
+    *,
+    threads: int = 1,
 ) -> list[CVResult]:
-    """Per scored stage, each metric per fold for the model and the logistic baseline."""
+    """Per scored stage, each metric per fold for the model and the logistic baseline.
+
+    LightGBM runs single-threaded by default: folds are small, and on a shared machine
+    its spinning threads cost far more than they save (measured: 1.7 s instead of 34 s
+    for 5 folds of 3,000 rows while another job kept the second core busy).
+    """
     top = data.labels.columns[-1]
     per_stage = {
         s: CVResult(s, folds, {m: [] for m in METRICS}, {m: [] for m in METRICS})
         for s in spec.scored_stages
     }
-    for fold in fold_splits(data.labels[top].to_numpy(), config, folds):
-        outcome = train(spec, config, data, fold)
+    y = data.labels[top].to_numpy()
+    for fold in fold_splits(y, config, folds, lead_groups(spec, data)):
+        outcome = train(spec, config, data, fold, threads=threads)
         for r in outcome.stages:
             model_metrics = r.metrics.as_dict()
             for m in METRICS:

@@ -20,7 +20,14 @@ import pandas as pd
 from features.builder import LeadFeatureBuilder
 from features.spec import FeatureSpec
 from models.calibration import Calibrator
-from models.readiness import ReadinessModel, StageHead, readiness_scores, stage_probabilities
+from models.linear import LinearHead
+from models.readiness import (
+    ReadinessModel,
+    StageHead,
+    blended_margin,
+    readiness_scores,
+    stage_probabilities,
+)
 from training.config import TrainConfig
 from training.dataset import AS_OF, Split, TrainingSet, describe
 from training.evaluation import StageMetrics, oracle_share, stage_metrics
@@ -191,9 +198,21 @@ def _fit_head(
     y_train = parts["train"].labels[stage].to_numpy()
     y_val = parts["validation"].labels[stage].to_numpy()
     booster = fit_booster(m, y_train, y_val, config.lightgbm, seed=config.seed, threads=threads)
-    margin_val = np.asarray(booster.predict(m.X_val, raw_score=True))
+    weight = config.head.linear_weight
+    linear = None
+    if weight > 0:
+        linear = LinearHead.fit(
+            m.X_train,
+            y_train,
+            categorical=m.categorical,
+            monotone=m.monotone if config.lightgbm.use_monotone_constraints else None,
+            c=config.head.logistic_c,
+            seed=config.seed,
+        )
+    margin_val = blended_margin(booster, linear, weight, m.X_val, threads=threads)
     calibrator = Calibrator.fit(margin_val, y_val, config.calibration)
-    return StageHead(stage, booster, calibrator, threshold=1.0)  # see _choose_policy
+    # The threshold is chosen once every head exists (_choose_policy), on capped probabilities.
+    return StageHead(stage, booster, calibrator, 1.0, linear=linear, linear_weight=weight)
 
 
 def _parts(split: Split) -> dict[str, np.ndarray]:
