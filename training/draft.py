@@ -292,6 +292,10 @@ def _describe(
     present = values[~missing]
     out = DraftField(column=column, name=name, kind="text", missing_share=float(missing.mean()))
     distinct = present.map(normalise_token).nunique()
+    if not missing.any() and distinct == len(values) and _ID_NAME.search(name):
+        out.extra = {"description": "another unique id: never a feature"}
+        out.notes.append("a second id")
+        return out
     if distinct <= 1:
         out.kind, out.feature = "boolean" if _is_boolean(present) else "categorical", False
         if out.kind == "categorical":
