@@ -87,12 +87,15 @@ def example_request(spec: FeatureSpec, host: str, port: int) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from serving.__main__ import serve
+    from serving.bootstrap import ensure_env
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     spec = apply_config(args.config)
+    if ensure_env():
+        print("leadscore: wrote .env with new random API keys (see .env.example)")
     if spec is not None:
         print(example_request(spec, args.host, args.port), flush=True)
     return serve(args.host, args.port, args.workers)
