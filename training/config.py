@@ -56,6 +56,13 @@ class LightGBMParams(BaseModel):
     max_rounds: int = Field(2000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
     use_monotone_constraints: bool = True
+    threads: int = Field(
+        1,
+        ge=0,
+        description="LightGBM threads; 0 = every core. One is the default: on tables up to "
+        "~100k rows a second thread saves little, and when another job holds the other core "
+        "LightGBM's spinning threads made a 40,000-row fit 20x slower (measured).",
+    )
 
 
 class HeadParams(BaseModel):

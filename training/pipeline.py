@@ -91,9 +91,13 @@ def train(
     data: TrainingSet,
     split: Split,
     *,
-    threads: int = 0,
+    threads: int | None = None,
 ) -> TrainOutcome:
-    """Fit, calibrate, set policy and evaluate a readiness model on one split."""
+    """Fit, calibrate, set policy and evaluate a readiness model on one split.
+
+    ``threads`` overrides the config's ``lightgbm.threads`` (0 = every core).
+    """
+    threads = config.lightgbm.threads if threads is None else threads
     clock = _Clock()
     parts = {name: data.subset(rows) for name, rows in _parts(split).items()}
     builder, X = _build_features(spec, parts, data.actions)
