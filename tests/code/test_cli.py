@@ -178,3 +178,19 @@ def test_init_reads_each_shape_and_check_accepts_the_draft(
     assert main(["check", str(tmp_path / "spec.yaml"), str(tmp_path / "config.yaml")]) == 0
     report = capsys.readouterr().out
     assert report.startswith(f"OK: spec '{shape}' v1 and its config fit {shape}.csv: 800 rows")
+
+
+def test_serving_a_config_means_its_spec_and_champion_unless_set_explicitly(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.commands import apply_config, example_request
+
+    monkeypatch.delenv("LEADSCORE_SPEC", raising=False)
+    monkeypatch.setenv("LEADSCORE_MODEL_URI", "models:/pinned@champion")
+    spec = apply_config(str(project / "config.yaml"))
+    import os
+
+    assert os.environ["LEADSCORE_SPEC"] == str((project / "spec.yaml").resolve())
+    assert os.environ["LEADSCORE_MODEL_URI"] == "models:/pinned@champion"
+    assert spec is not None and spec.name == "leads"
+    assert '"lead_id": "lead-000123"' in example_request(spec, "127.0.0.1", 8000)
