@@ -215,3 +215,21 @@ def test_spark_udf_scores_like_the_model_when_pyspark_is_installed(
         spark.stop()
     direct = score_records(first_run.outcome.model, records)
     np.testing.assert_allclose(scored["out"].map(lambda r: r["p_sql"]), direct["p_sql"], atol=1e-12)
+
+
+def test_a_run_that_fails_is_marked_failed_with_the_reason(
+    mlflow_home: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.run
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("cannot choose a threshold: no positive outcomes")
+
+    monkeypatch.setattr(training.run, "train", broken)
+    with pytest.raises(ValueError, match="no positive outcomes"):
+        run_training(small_config(sample_dir), TrackingSettings())
+    (failed,) = mlflow.search_runs(experiment_names=[MODEL], output_format="list")
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure_reason"] == (
+        "ValueError: cannot choose a threshold: no positive outcomes"
+    )
