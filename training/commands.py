@@ -252,12 +252,20 @@ def _tune(args: argparse.Namespace) -> int:
     )
     report = tune(spec, config, options, log_to_mlflow=True)
     print(report.text())
-    if not args.no_write:
-        from training.config import resolve_config_path
+    if args.no_write:
+        return 0
+    if report.gain <= 0:
+        # Better by selection only: the held-out folds say the search found nothing.
+        print(
+            f"Kept the config unchanged: on held-out folds the tuned settings did not beat it "
+            f"(mean {report.gain:+.4f} ROC-AUC)."
+        )
+        return 0
+    from training.config import resolve_config_path
 
-        path = resolve_config_path(args.config)
-        write_tuned_config(path, report.chosen)
-        print(f"Wrote the chosen settings to {path}.")
+    path = resolve_config_path(args.config)
+    write_tuned_config(path, report.chosen)
+    print(f"Wrote the chosen settings to {path} (nested-CV gain {report.gain:+.4f}).")
     return 0
 
 
