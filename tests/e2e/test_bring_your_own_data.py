@@ -27,7 +27,7 @@ from tests.tables import SHAPES, write_table
 from training.config import load_config
 
 X_EDUCATION = Path(__file__).resolve().parents[2].parent / "shared/data/x_education/Leads.csv"
-CRM = "e2e-crm-key"
+CRM = "e2e-crm-key-0123456789abcdefghijklmnop"
 
 
 def run(*argv: str) -> None:
