@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from models.mlflow_location import redact_uri
+
 T = TypeVar("T")
 
 MODEL_FILE = "model.json"
@@ -86,51 +88,68 @@ def within(deadline_s: float | None, what: str, call: Callable[[], T]) -> T:
 
 
 def resolve_version(
-    uri: str, tracking_uri: str, *, deadline_s: float | None = None
+    uri: str,
+    tracking_uri: str,
+    *,
+    registry_uri: str | None = None,
+    deadline_s: float | None = None,
 ) -> tuple[str, str]:
-    """(name, version number) that a registry URI points at right now."""
-    what = f"registry at {redact(tracking_uri)}"
-    return within(deadline_s, what, lambda: _resolve_version(uri, tracking_uri))
+    """(name, version number) that a registry URI points at right now.
+
+    The registry is ``registry_uri`` when a team keeps it apart from the tracking store
+    (``MLFLOW_REGISTRY_URI``), else the tracking store itself, as MLflow does.
+    """
+    registry = registry_uri or tracking_uri
+    what = f"registry at {redact_uri(registry)}"
+    return within(deadline_s, what, lambda: _resolve_version(uri, tracking_uri, registry))
 
 
-def _resolve_version(uri: str, tracking_uri: str) -> tuple[str, str]:
+def _resolve_version(uri: str, tracking_uri: str, registry_uri: str) -> tuple[str, str]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     name, ref = parse_models_uri(uri)
     try:
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
         if ref.isdigit():
             return name, str(client.get_model_version(name, ref).version)
         return name, str(client.get_model_version_by_alias(name, ref).version)
     except (MlflowException, OSError) as exc:
-        raise ModelFetchError(f"registry at {redact(tracking_uri)} failed: {exc}") from exc
+        raise ModelFetchError(f"registry at {redact_uri(registry_uri)} failed: {exc}") from exc
 
 
 def download(
-    uri: str, tracking_uri: str, target: Path, *, deadline_s: float | None = None
+    uri: str,
+    tracking_uri: str,
+    target: Path,
+    *,
+    registry_uri: str | None = None,
+    deadline_s: float | None = None,
 ) -> tuple[Path, str, str]:
     """Download the version a registry URI names into ``target``: (model folder, name, version).
 
     With ``deadline_s``, the whole of it (resolving and every file) must end by then.
     """
-    what = f"registry at {redact(tracking_uri)}"
-    return within(deadline_s, what, lambda: _download(uri, tracking_uri, target))
+    registry = registry_uri or tracking_uri
+    what = f"registry at {redact_uri(registry)}"
+    return within(deadline_s, what, lambda: _download(uri, tracking_uri, registry, target))
 
 
-def _download(uri: str, tracking_uri: str, target: Path) -> tuple[Path, str, str]:
+def _download(
+    uri: str, tracking_uri: str, registry_uri: str, target: Path
+) -> tuple[Path, str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    name, version = _resolve_version(uri, tracking_uri)
+    name, version = _resolve_version(uri, tracking_uri, registry_uri)
     try:
-        mlflow.set_registry_uri(tracking_uri)
+        mlflow.set_registry_uri(registry_uri)
         mlflow.set_tracking_uri(tracking_uri)
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
         )
     except (MlflowException, OSError) as exc:
-        raise ModelFetchError(f"registry at {redact(tracking_uri)} failed: {exc}") from exc
+        raise ModelFetchError(f"registry at {redact_uri(registry_uri)} failed: {exc}") from exc
     return model_folder(Path(local)), name, version
 
 
@@ -151,11 +170,3 @@ def local_version(folder: Path) -> str:
     except (OSError, ValueError):
         meta = {}
     return str(meta.get("version") or meta.get("run_id") or folder.name)
-
-
-def redact(uri: str) -> str:
-    """Drop credentials from a URI before it appears in a message."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri

@@ -43,7 +43,9 @@ def model_available(settings: ServingSettings) -> bool:
         return Path(uri).exists()
     registry_fetch.bound_mlflow_http(settings.registry_retries, settings.registry_timeout_s)
     try:
-        registry_fetch.resolve_version(uri, settings.resolved_tracking_uri())
+        registry_fetch.resolve_version(
+            uri, settings.resolved_tracking_uri(), registry_uri=settings.resolved_registry_uri()
+        )
     except registry_fetch.ModelFetchError:
         return False
     return True

@@ -45,6 +45,7 @@ from typing import Literal
 from features.spec import load_spec
 from models import registry_fetch
 from models.golden import check_golden
+from models.mlflow_location import redact_uri
 from models.readiness import ReadinessModel
 from serving.model_verify import ModelCheckError, verify
 from serving.settings import ServingSettings
@@ -104,9 +105,7 @@ class ModelStore:
         try:
             served = self._fetch(self.settings.model_uri)
         except ModelLoadError as exc:
-            log.warning(
-                "could not load %s: %s", registry_fetch.redact(self.settings.model_uri), exc
-            )
+            log.warning("could not load %s: %s", redact_uri(self.settings.model_uri), exc)
             cached = self._from_cache()
             if cached is None:
                 self.problem = f"no model: {exc}; and no last known good copy"
@@ -235,7 +234,10 @@ class ModelStore:
         registry_fetch.bound_mlflow_http(settings.registry_retries, settings.registry_timeout_s)
         try:
             return registry_fetch.resolve_version(
-                uri, settings.resolved_tracking_uri(), deadline_s=settings.registry_deadline_s
+                uri,
+                settings.resolved_tracking_uri(),
+                registry_uri=settings.resolved_registry_uri(),
+                deadline_s=settings.registry_deadline_s,
             )
         except registry_fetch.ModelFetchError as exc:
             raise ModelLoadError(str(exc), kind="fetch") from exc
@@ -273,6 +275,7 @@ class ModelStore:
                     uri,
                     settings.resolved_tracking_uri(),
                     staging,
+                    registry_uri=settings.resolved_registry_uri(),
                     deadline_s=settings.registry_deadline_s,
                 )
             except registry_fetch.ModelFetchError as exc:

@@ -236,7 +236,8 @@ def test_a_registry_that_never_answers_is_given_up_at_the_deadline(
     store = ModelStore(_settings(tmp_path, silent_registry, registry_deadline_s=2.0))
     started = time.monotonic()
     store.load_initial()
-    assert time.monotonic() - started < 4
+    # MLflow's own retries would take 43 s; the margin above 2 s is for a loaded CI box.
+    assert time.monotonic() - started < 8
     assert store.current is None
     assert store.problem is not None
     assert "did not answer within 2 s" in store.problem

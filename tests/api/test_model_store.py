@@ -81,6 +81,7 @@ def test_unreachable_registry_falls_back_to_the_last_known_good_copy_in_bounded_
     registered: ServingSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ModelStore(registered).load_initial()  # publishes version 1 to the cache
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry is the dead store
     dead = _settings(registered.home, f"http://127.0.0.1:{free_port()}")
     store = ModelStore(dead)
     started = time.monotonic()
@@ -168,3 +169,28 @@ def test_workers_publishing_the_same_version_at_once_all_succeed(
         "current.json",
         f"{MODEL}-v1",
     ]
+
+
+def test_a_registry_kept_apart_from_the_tracking_store_is_where_the_champion_is_found(
+    mlflow_home: Path, trained_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team with ``MLFLOW_REGISTRY_URI`` set trains and serves from the same registry."""
+    registry_db = mlflow_home / "registry.db"
+    registry_uri = f"sqlite:///{registry_db}"
+    shutil.copy(mlflow_home / "mlflow.db", registry_db)  # an empty, migrated store
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry_uri)
+    mlflow.set_registry_uri(registry_uri)
+    assert _register(trained_model_dir) == "1"
+    tracking = mlflow.get_tracking_uri()
+    tracking_only = mlflow.MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    assert tracking_only.search_registered_models() == []  # the champion is not there
+
+    store = ModelStore(_settings(mlflow_home, mlflow.get_tracking_uri()))
+    store.load_initial()
+
+    assert store.current is not None
+    assert (store.current.name, store.current.version, store.current.source) == (
+        MODEL,
+        "1",
+        "registry",
+    )
