@@ -18,6 +18,7 @@ Guarantees, in code below rather than in hope:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from collections.abc import Mapping, Sequence
@@ -125,6 +126,15 @@ class ReadinessModel:
     @property
     def thresholds(self) -> dict[str, float]:
         return {h.stage: h.threshold for h in self.heads}
+
+    @property
+    def policy_version(self) -> str:
+        """A short stable hash of the policy: the thresholds and the grade bands.
+
+        Stored with every score, so a log can tell two answers of one model version
+        apart if its policy was ever re-tuned, and group scores by the promise they made.
+        """
+        return policy_version(self.thresholds, self.grade_bands)
 
     # -- vector level ----------------------------------------------------------------
 
@@ -293,6 +303,20 @@ class ReadinessModel:
             for h in doc["heads"]
         ]
         return cls(builder, heads, doc["grade_bands"], doc["metadata"])
+
+
+def policy_version(thresholds: Mapping[str, float], grade_bands: Mapping[str, float]) -> str:
+    """12 hex digits of SHA-256 over the canonical JSON of thresholds and grade bands.
+
+    Floats print as their shortest exact repr, keys sorted: the same policy gives the
+    same hash in every process and Python version.
+    """
+    doc = {
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "grade_bands": {k: float(v) for k, v in grade_bands.items()},
+    }
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
 def blended_margin(

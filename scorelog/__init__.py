@@ -1,12 +1,15 @@
 """The scoring log and outcomes store: SQLite or PostgreSQL through SQLAlchemy + alembic.
 
 ``make_engine(url)`` → ``migrate(engine)`` → ``ScoreLog(engine).start()``; see
-:mod:`.store` for the group-commit writer and :mod:`.engine` for durability settings.
+:mod:`.store` for the group-commit writer and :mod:`.engine` for durability settings,
+:mod:`.inputs` for how each score's model input is kept and :mod:`.history` for reading
+the log back (replay, training from the log, monitoring).
 """
 
 from scorelog.engine import make_engine, migrate
 from scorelog.store import (
     OUTCOME_KINDS,
+    REJECTION_REASONS,
     OutcomeRow,
     RankedLead,
     ScoreLog,
@@ -15,6 +18,7 @@ from scorelog.store import (
 
 __all__ = [
     "OUTCOME_KINDS",
+    "REJECTION_REASONS",
     "OutcomeRow",
     "RankedLead",
     "ScoreLog",

@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 OUTCOME_KINDS = frozenset(
     {"stage_reached", "contacted", "qualified", "disqualified", "won", "lost"}
 )
+#: Why sales rejected a lead: the one vocabulary of the API, the board and training.
+REJECTION_REASONS = ("not_a_fit", "bad_timing", "wrong_contact", "duplicate", "spam")
+#: The outcomes a rejection reason may come with.
+REASONED_OUTCOMES = frozenset({"disqualified", "lost"})
 
 
 def _text_limits(model: type[DeclarativeBase]) -> dict[str, int]:
@@ -132,9 +136,17 @@ class ScoreRow:
     reasons: dict[str, Any]
     warnings: list[str]
     acquisition_source: str | None
+    spec_version: str | None = None
+    policy_version: str | None = None
+    input: bytes | None = None
+    """The packed model input (:func:`scorelog.inputs.pack_input`); None keeps none."""
 
     def __post_init__(self) -> None:
-        _check_text(self, _SCORE_LIMITS, frozenset({"acquisition_source"}))
+        _check_text(
+            self, _SCORE_LIMITS, frozenset({"acquisition_source", "spec_version", "policy_version"})
+        )
+        if self.input is not None and not isinstance(self.input, bytes):
+            raise TypeError(f"input must be bytes, not {type(self.input).__name__}")
         _check_aware(self.scored_at, "scored_at")
         score = operator.index(self.score)
         if not 0 <= score <= 100:
@@ -157,10 +169,18 @@ class OutcomeRow:
     occurred_at: datetime
     note: str | None
     idempotency_key: str
+    reason: str | None = None
+    """Why sales rejected the lead: one of :data:`REJECTION_REASONS`, with
+    :data:`REASONED_OUTCOMES` only."""
 
     def __post_init__(self) -> None:
-        _check_text(self, _OUTCOME_LIMITS, frozenset({"stage", "note"}))
+        _check_text(self, _OUTCOME_LIMITS, frozenset({"stage", "note", "reason"}))
         _check_aware(self.occurred_at, "occurred_at")
+        if self.reason is not None:
+            if self.reason not in REJECTION_REASONS:
+                raise ValueError(f"reason must be one of {', '.join(REJECTION_REASONS)}")
+            if self.outcome not in REASONED_OUTCOMES:
+                raise ValueError("a reason goes with a disqualified or lost outcome only")
 
 
 @dataclass(frozen=True)
@@ -179,10 +199,11 @@ class RankedLead:
 @dataclass
 class _Submission:
     rows: Sequence[ScoreRow]
-    future: Future[None]
+    future: Future[list[int]]
 
 
 _SCORES = Base.metadata.tables["scores"]
+_INPUTS = Base.metadata.tables["score_inputs"]
 _LEAD_LATEST = Base.metadata.tables["lead_latest"]
 _OUTCOMES = Base.metadata.tables["outcomes"]
 
@@ -217,6 +238,7 @@ _INSERT_OUTCOME = _insert_sql(
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
 )
 _INSERT_SCORES = insert(_SCORES)
+_INSERT_INPUTS = insert(_INPUTS)
 # Ids drawn from the sequence in one round trip; sorted, as the order of a select list's
 # nextval() calls is not promised.
 _NEXT_SCORE_IDS = text(
@@ -282,10 +304,13 @@ class ScoreLog:
         if thread.is_alive():
             raise TimeoutError(f"score writer still draining after {timeout} s")
 
-    def submit_scores(self, rows: Sequence[ScoreRow]) -> Future[None]:
-        """Queue rows for the writer; the future completes after their COMMIT (thread-safe)."""
+    def submit_scores(self, rows: Sequence[ScoreRow]) -> Future[list[int]]:
+        """Queue rows for the writer; the future completes after their COMMIT (thread-safe).
+
+        Its result is the rows' score ids, in the order of ``rows``.
+        """
         rows = tuple(rows)
-        future: Future[None] = Future()
+        future: Future[list[int]] = Future()
         with self._lock:
             if self._thread is None:
                 raise RuntimeError("start() the ScoreLog before submitting")
@@ -294,12 +319,12 @@ class ScoreLog:
             if rows:
                 self._queue.put(_Submission(rows, future))
         if not rows:
-            future.set_result(None)
+            future.set_result([])
         return future
 
-    async def record_scores(self, rows: Sequence[ScoreRow]) -> None:
-        """Return once ``rows`` are committed, all in the same transaction."""
-        await asyncio.wrap_future(self.submit_scores(rows))
+    async def record_scores(self, rows: Sequence[ScoreRow]) -> list[int]:
+        """Return the rows' score ids once they are committed, all in the same transaction."""
+        return await asyncio.wrap_future(self.submit_scores(rows))
 
     def record_outcome(self, row: OutcomeRow) -> bool:
         """Store an outcome in its own transaction; False if this very outcome was known.
@@ -315,6 +340,7 @@ class ScoreLog:
             "occurred_at": row.occurred_at,
             "recorded_at": datetime.now(UTC),
             "note": row.note,
+            "reason": row.reason,
             "idempotency_key": row.idempotency_key,
         }
         with write_turn(self._engine), self._writer.begin() as connection:
@@ -328,9 +354,11 @@ class ScoreLog:
                     _OUTCOMES.c.stage,
                     _OUTCOMES.c.occurred_at,
                     _OUTCOMES.c.note,
+                    _OUTCOMES.c.reason,
                 ).where(_OUTCOMES.c.idempotency_key == row.idempotency_key)
             ).one()
-        if tuple(stored) != (row.lead_id, row.outcome, row.stage, row.occurred_at, row.note):
+        mine = (row.lead_id, row.outcome, row.stage, row.occurred_at, row.note, row.reason)
+        if tuple(stored) != mine:
             raise OutcomeConflictError(row.idempotency_key)
         return False
 
@@ -392,7 +420,7 @@ class ScoreLog:
         rows = [row for submission in live for row in submission.rows]
         try:
             with write_turn(self._engine), self._writer.begin() as connection:
-                self._write(connection, rows)
+                ids = self._write(connection, rows)
         except Exception as exc:
             if len(live) > 1 and not is_unavailable(exc):
                 # One request's rows were refused (a value the database cannot store):
@@ -413,13 +441,20 @@ class ScoreLog:
             return
         self.commits += 1
         self.rows_committed += len(rows)
+        start = 0
         for submission in live:
-            submission.future.set_result(None)
+            end = start + len(submission.rows)
+            submission.future.set_result(ids[start:end])
+            start = end
 
-    def _write(self, connection: Connection, rows: list[ScoreRow]) -> None:
+    def _write(self, connection: Connection, rows: list[ScoreRow]) -> list[int]:
+        """Insert the scores, their inputs and the newest per lead; the ids, in row order."""
         ids = self._allocate_ids(connection, len(rows))
         numbered = list(zip(rows, ids, strict=True))
         connection.execute(_INSERT_SCORES, [_score_values(r, i) for r, i in numbered])
+        inputs = [{"score_id": i, "packed": r.input} for r, i in numbered if r.input is not None]
+        if inputs:
+            connection.execute(_INSERT_INPUTS, inputs)
         newest: dict[str, tuple[ScoreRow, int]] = {}
         for row, score_id in numbered:
             held = newest.get(row.lead_id)
@@ -430,6 +465,7 @@ class ScoreLog:
         # order and cannot deadlock.
         latest = [_latest_values(*newest[lead]) for lead in sorted(newest)]
         connection.execute(_UPSERT_LATEST, latest)
+        return ids
 
     def _allocate_ids(self, connection: Connection, n: int) -> list[int]:
         """Ids for ``n`` new scores, increasing in submission order.
@@ -503,8 +539,10 @@ class ScoreLog:
             return int(connection.execute(query).scalar_one())
 
     def history(self, lead_id: str, limit: int = 50) -> list[ScoreRow]:
-        """A lead's scores, newest first."""
-        columns = [Score.__table__.c[name] for name in ScoreRow.__dataclass_fields__]
+        """A lead's scores, newest first (without their inputs: see :mod:`scorelog.history`)."""
+        columns = [
+            Score.__table__.c[name] for name in ScoreRow.__dataclass_fields__ if name != "input"
+        ]
         query = (
             select(*columns)
             .where(Score.lead_id == lead_id)
@@ -554,6 +592,8 @@ def _score_values(row: ScoreRow, score_id: int) -> dict[str, Any]:
         "reasons": row.reasons,
         "warnings": row.warnings,
         "acquisition_source": row.acquisition_source,
+        "spec_version": row.spec_version,
+        "policy_version": row.policy_version,
     }
 
 

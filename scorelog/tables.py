@@ -6,8 +6,15 @@
   the insert into ``scores``. The sales board reads this table, so "highest score first" is
   an index walk over at most one row per lead instead of a "latest per group" query over the
   whole log.
+* ``score_inputs``: the model input each score was computed from (packed by
+  :mod:`scorelog.inputs`), one row per score, in a table of its own so retention can
+  delete old inputs without rewriting the scores: replay and training from the log read
+  it, the board never does.
+* ``retention_marks``: how far retention has pruned (the highest score id whose input is
+  gone), so "pruned" and "never stored" can be told apart.
 * ``outcomes``: what really happened to a lead (the labels of the next training run), unique
-  on the client's idempotency key so a retried call writes one row.
+  on the client's idempotency key so a retried call writes one row; ``reason`` says why
+  sales rejected a lead (one of :data:`scorelog.store.REJECTION_REASONS`).
 
 Every index on ``lead_latest`` ends in ``(score DESC, lead_id)``: the board's order, so a
 page (filtered or not) is read in index order without sorting and keyset pagination can
@@ -28,6 +35,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     TypeDecorator,
@@ -98,9 +106,31 @@ class Score(Base):
     reasons: Mapped[dict[str, Any]] = mapped_column(JSON)
     warnings: Mapped[list[str]] = mapped_column(JSON)
     acquisition_source: Mapped[str | None] = mapped_column(String(64))
+    # "<spec name>:<version>" (scorelog.inputs.spec_version_of) and the model's policy hash;
+    # None on scores logged before revision 0002.
+    spec_version: Mapped[str | None] = mapped_column(String(64))
+    policy_version: Mapped[str | None] = mapped_column(String(32))
 
-    # A lead's history, newest first, is one index range: lead_id first serves lookups too.
-    __table_args__ = (Index("ix_scores_lead_id_scored_at", "lead_id", "scored_at"),)
+    __table_args__ = (
+        # A lead's history, newest first, is one index range: lead_id first serves lookups too.
+        Index("ix_scores_lead_id_scored_at", "lead_id", "scored_at"),
+        # The log in time order (training from the log, monitoring windows): keyset pages.
+        Index("ix_scores_scored_at_id", "scored_at", "id"),
+    )
+
+
+class ScoreInput(Base):
+    __tablename__ = "score_inputs"
+
+    score_id: Mapped[int] = mapped_column(BigId, ForeignKey("scores.id"), primary_key=True)
+    packed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RetentionMark(Base):
+    __tablename__ = "retention_marks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    through_id: Mapped[int] = mapped_column(BigId)
 
 
 class LeadLatest(Base):
@@ -133,4 +163,5 @@ class Outcome(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     note: Mapped[str | None] = mapped_column(String(500))
+    reason: Mapped[str | None] = mapped_column(String(32))
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)

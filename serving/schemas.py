@@ -593,6 +593,10 @@ class ScoreOut(BaseModel):
     )
     model: ModelRef
     request_id: str
+    score_id: int = Field(
+        description="This score's id in the scoring log: GET /v1/scores/{score_id} shows "
+        "it again, with the input it was computed from, and can replay it."
+    )
 
 
 class BatchOut(BaseModel):

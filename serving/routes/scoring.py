@@ -10,6 +10,7 @@ returned only after the score is committed to the scoring log.
 # from the spec, and FastAPI must see the real classes in the signatures, not strings.
 import asyncio
 import logging
+import weakref
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,10 +19,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from features.batch import FeatureError
+from features.batch import AS_OF_KEY, FeatureError
 from features.spec import FeatureSpec, normalise_token
-from models.readiness import LeadScore
+from models.readiness import LeadScore, ReadinessModel
 from scorelog.engine import describe_error, is_unavailable
+from scorelog.inputs import pack_input, spec_version_of
 from scorelog.store import ScoreLog, ScoreRow
 from serving import metrics
 from serving.batcher import ScoringBatcher
@@ -60,15 +62,16 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         batcher: Annotated[ScoringBatcher, Depends(scoring_batcher)],
         state: Annotated[Readiness, Depends(readiness)],
     ) -> JSONResponse:
-        record = to_record(lead)
+        record = _pinned(to_record(lead))
         try:
             result = await batcher.score(served.model, record)
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id
-        await _durably(log, [_row(result, record, served, request_id)], state, wait_s)
+        row = _row(result, record, served, request_id, spec)
+        (score_id,) = await _durably(log, [row], state, wait_s)
         metrics.SCORES.labels(result.category).inc()
-        return JSONResponse(_body(result, served, request_id))
+        return JSONResponse(_body(result, served, request_id, score_id))
 
     @api.post(
         "/score/batch",
@@ -84,19 +87,22 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         log: Annotated[ScoreLog, Depends(scorelog)],
         state: Annotated[Readiness, Depends(readiness)],
     ) -> JSONResponse:
-        records = [to_record(lead) for lead in batch.leads]  # type: ignore[attr-defined]
+        records = [_pinned(to_record(lead)) for lead in batch.leads]  # type: ignore[attr-defined]
+        request_id = request.state.request_id
         try:
-            results = await run_in_threadpool(served.model.score_many, records, reasons=reasons)
+            results, rows = await run_in_threadpool(
+                _score_batch, served, records, reasons, request_id, spec
+            )
         except FeatureError as exc:
             raise _unscorable(exc, prefix="leads") from None
-        request_id = request.state.request_id
-        rows = [_row(r, rec, served, request_id) for r, rec in zip(results, records, strict=True)]
-        await _durably(log, rows, state, wait_s)  # one transaction: all or nothing
+        ids = await _durably(log, rows, state, wait_s)  # one transaction: all or nothing
         for r in results:
             metrics.SCORES.labels(r.category).inc()
         return JSONResponse(
             {
-                "results": [_body(r, served, request_id) for r in results],
+                "results": [
+                    _body(r, served, request_id, i) for r, i in zip(results, ids, strict=True)
+                ],
                 "model": {"name": served.name, "version": served.version},
                 "request_id": request_id,
             }
@@ -105,7 +111,33 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
     return api
 
 
-async def _durably(log: ScoreLog, rows: list[ScoreRow], state: Readiness, wait_s: float) -> None:
+def _pinned(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its cut-off made explicit: "now" becomes this request's time.
+
+    The builder would take "now" itself, a moment later and nowhere recorded; pinned
+    here, the stored input holds the very time that was scored, so a replay is exact.
+    """
+    if record.get(AS_OF_KEY) is None:
+        record[AS_OF_KEY] = datetime.now(UTC)
+    return record
+
+
+def _score_batch(
+    served: ServedModel,
+    records: list[dict[str, Any]],
+    reasons: int,
+    request_id: str,
+    spec: FeatureSpec,
+) -> tuple[list[LeadScore], list[ScoreRow]]:
+    """Score and pack a batch off the event loop (packing 1,000 inputs takes milliseconds)."""
+    results = served.model.score_many(records, reasons=reasons)
+    rows = [_row(r, rec, served, request_id, spec) for r, rec in zip(results, records, strict=True)]
+    return results, rows
+
+
+async def _durably(
+    log: ScoreLog, rows: list[ScoreRow], state: Readiness, wait_s: float
+) -> list[int]:
     """Commit the scores or answer 503: nothing is acknowledged that is not stored.
 
     An outage also makes the worker not ready at once (the storage watcher makes it
@@ -115,7 +147,7 @@ async def _durably(log: ScoreLog, rows: list[ScoreRow], state: Readiness, wait_s
     but they were never acknowledged.
     """
     try:
-        await asyncio.wait_for(log.record_scores(rows), timeout=wait_s)
+        ids = await asyncio.wait_for(log.record_scores(rows), timeout=wait_s)
     except TimeoutError:
         state.storage_failed()
         logging.getLogger(__name__).warning("the scoring log did not commit within %g s", wait_s)
@@ -141,11 +173,17 @@ async def _durably(log: ScoreLog, rows: list[ScoreRow], state: Readiness, wait_s
             type=INTERNAL_TYPE,
         ) from None
     state.storage_ok()
+    return ids
 
 
 def _row(
-    result: LeadScore, record: dict[str, Any], served: ServedModel, request_id: str
+    result: LeadScore,
+    record: dict[str, Any],
+    served: ServedModel,
+    request_id: str,
+    spec: FeatureSpec,
 ) -> ScoreRow:
+    """The log row of one answer, with the input it was computed from (packed)."""
     source = record.get(_SOURCE_FIELD)
     return ScoreRow(
         request_id=request_id,
@@ -160,11 +198,26 @@ def _row(
         reasons={k: [r.to_dict() for r in v] for k, v in result.reasons.items()},
         warnings=result.warnings,
         acquisition_source=None if source is None else normalise_token(str(source))[:64],
+        spec_version=spec_version_of(spec),
+        policy_version=_policy_version(served.model),
+        input=pack_input(record, spec),
     )
 
 
-def _body(result: LeadScore, served: ServedModel, request_id: str) -> dict[str, Any]:
+_POLICIES: weakref.WeakKeyDictionary[ReadinessModel, str] = weakref.WeakKeyDictionary()
+
+
+def _policy_version(model: ReadinessModel) -> str:
+    """The model's policy hash, computed once per loaded model rather than per request."""
+    version = _POLICIES.get(model)
+    if version is None:
+        version = _POLICIES[model] = model.policy_version
+    return version
+
+
+def _body(result: LeadScore, served: ServedModel, request_id: str, score_id: int) -> dict[str, Any]:
     body = result.to_dict()
+    body["score_id"] = score_id
     body["reasons"].setdefault("positive", [])
     body["reasons"].setdefault("negative", [])
     body["model"] = {"name": served.name, "version": served.version}

@@ -101,9 +101,10 @@ def test_score_one_lead_returns_every_part_and_is_logged(
     body = response.json()
     assert set(body) == {
         "lead_id", "probabilities", "score", "grade", "category", "reasons", "warnings",
-        "model", "request_id",
+        "model", "request_id", "score_id",
     }  # fmt: skip
     assert body["lead_id"] == "L-1"
+    assert body["score_id"] == 1  # the scoring log's id: the first score of a new log
     assert body["request_id"] == "req-42" == response.headers["x-request-id"]
     p = body["probabilities"]
     assert set(p) == {"mql", "sql"} and 0 < p["sql"] <= p["mql"] < 1
@@ -134,11 +135,14 @@ def test_batch_scores_equal_single_scores_and_commit_together(
     assert batch.status_code == 200
     results = batch.json()["results"]
     assert [r["lead_id"] for r in results] == [f"L-{i}" for i in range(5)]
-    for one, item in zip(leads, results, strict=True):
+    assert [r["score_id"] for r in results] == [1, 2, 3, 4, 5]  # in the batch's order
+    for i, (one, item) in enumerate(zip(leads, results, strict=True)):
         single = client.post("/v1/score", json=one, headers=crm()).json()
         assert single["probabilities"] == item["probabilities"]
         assert single["reasons"] == item["reasons"]
+        assert single["score_id"] == 6 + i
     assert count_rows(settings, "scores") == 10
+    assert count_rows(settings, "score_inputs") == 10
 
 
 def test_rotated_keys_both_work(client: TestClient) -> None:

@@ -34,11 +34,10 @@ def test_a_refused_submission_does_not_fail_its_group(
         good = [row(f"L-{i}-{SECRET}", 50 + i) for i in range(6)]
         bad = dataclasses.replace(row("L-x", 10), lead_id=poison)
         with caplog.at_level(logging.DEBUG):
-            futures: list[Future[None]] = [log.submit_scores([r]) for r in good[:3]]
+            futures: list[Future[list[int]]] = [log.submit_scores([r]) for r in good[:3]]
             poisoned = log.submit_scores([bad])
             futures += [log.submit_scores([r]) for r in good[3:]]
-            for future in futures:
-                assert future.result(timeout=30) is None
+            ids = [future.result(timeout=30) for future in futures]
             error = poisoned.exception(timeout=30)
     finally:
         log.close()
@@ -48,6 +47,8 @@ def test_a_refused_submission_does_not_fail_its_group(
         assert count(engine, "scores") == 7
         return
     assert error is not None and not is_unavailable(error)
+    # each good request got the id of its own committed row
+    assert all(len(one) == 1 for one in ids) and len({one[0] for one in ids}) == 6
     assert count(engine, "scores") == 6
     assert count(engine, "lead_latest") == 6
     assert SECRET not in caplog.text

@@ -8,9 +8,7 @@ server; the PostgreSQL cases skip, saying why, when that server cannot be reache
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +24,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from scorelog import (
@@ -40,57 +38,12 @@ from scorelog import (
 from scorelog.engine import SQLITE_BEGIN, alembic_config
 from scorelog.store import OutcomeConflictError
 from scorelog.tables import Base
+from tests.scorelog_db import db_url, engine
 
-POSTGRES_URL = os.environ.get(
-    "LEADSCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+__all__ = ["db_url", "engine"]  # fixtures used by the tests below
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-TABLES = {"scores", "lead_latest", "outcomes", "alembic_version"}
-
-
-@functools.cache
-def _postgres_unavailable() -> str | None:
-    """Why PostgreSQL cannot be used (None when it can), asked once per session."""
-    probe = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with probe.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except DBAPIError as exc:
-        detail = " ".join(str(exc.orig).split())
-        return f"PostgreSQL at {probe.url.render_as_string()} unreachable: {detail}"
-    finally:
-        probe.dispose()
-    return None
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'scores.db'}"
-        return
-    reason = _postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    schema = f"test_storage_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+TABLES = {"scores", "score_inputs", "retention_marks", "lead_latest", "outcomes", "alembic_version"}
 
 
 @pytest.fixture
@@ -176,8 +129,8 @@ def test_processes_starting_together_migrate_once(db_url: str) -> None:
     assert errors == []
     with engines[0].connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
-    for engine in engines:
-        engine.dispose()
+    for each in engines:
+        each.dispose()
 
 
 def test_models_match_the_migrations(engine: Engine) -> None:
