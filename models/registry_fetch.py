@@ -27,6 +27,10 @@ class ModelFetchError(RuntimeError):
     """A model could not be found or downloaded; the message says which, without secrets."""
 
 
+class ModelNotFoundError(ModelFetchError):
+    """The registry answered, and it has no such model, version or alias: retrying won't help."""
+
+
 def bound_mlflow_http(retries: int = 2, timeout_s: float = 10.0) -> None:
     """MLflow's defaults retry for ~4 minutes; a service or a CLI must know within ~30 s.
 
@@ -115,7 +119,9 @@ def _resolve_version(uri: str, tracking_uri: str, registry_uri: str) -> tuple[st
             return name, str(client.get_model_version(name, ref).version)
         return name, str(client.get_model_version_by_alias(name, ref).version)
     except (MlflowException, OSError) as exc:
-        raise ModelFetchError(f"registry at {redact_uri(registry_uri)} failed: {exc}") from exc
+        missing = getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+        error = ModelNotFoundError if missing else ModelFetchError
+        raise error(f"registry at {redact_uri(registry_uri)} failed: {exc}") from exc
 
 
 def download(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, Row, Select, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, func, literal, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from scorelog.inputs import InputFormatError, unpack_input
@@ -183,9 +183,7 @@ def get_score_detail(engine: Engine, score_id: int) -> ScoreDetail | None:
             return None
         logged, state = _logged(row, True)
         if state == "not_stored" and row.spec_version is not None:
-            through = connection.execute(
-                select(RetentionMark.through_id).where(RetentionMark.name == INPUTS_MARK)
-            ).scalar_one_or_none()
+            through = _pruned_through(connection)
             if through is not None and score_id <= through:
                 state = "pruned"
     return ScoreDetail(
@@ -196,6 +194,18 @@ def get_score_detail(engine: Engine, score_id: int) -> ScoreDetail | None:
         acquisition_source=row.acquisition_source,
         input_state=state,
     )
+
+
+def pruned_through(engine: Engine) -> int | None:
+    """The highest score id whose input retention deleted (None: nothing pruned yet)."""
+    with engine.connect() as connection:
+        return _pruned_through(connection)
+
+
+def _pruned_through(connection: Connection) -> int | None:
+    query = select(RetentionMark.through_id).where(RetentionMark.name == INPUTS_MARK)
+    value = connection.execute(query).scalar_one_or_none()
+    return None if value is None else int(value)
 
 
 def lead_first_score(engine: Engine, lead_id: str) -> LoggedScore | None:

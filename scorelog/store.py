@@ -273,6 +273,11 @@ class ScoreLog:
         """Transactions committed by the writer (a measure of how well requests group)."""
         self.rows_committed = 0
 
+    @property
+    def engine(self) -> Engine:
+        """The log's engine, for the read side (:mod:`scorelog.history`) and retention."""
+        return self._engine
+
     # -- writing -----------------------------------------------------------------------
 
     def start(self) -> None:

@@ -28,14 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from features.spec import load_spec
 from scorelog.engine import make_engine
 from scorelog.store import ScoreLog
-from serving import board, lifecycle, metrics
+from serving import board, lifecycle, metrics, retention
 from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits, ConcurrencyLimit
 from serving.model_store import ModelStore
 from serving.openapi import install_openapi
 from serving.problems import install_problem_handlers
 from serving.readiness import Readiness, watch_storage
-from serving.routes import admin, health, leads, outcomes, scoring
+from serving.routes import admin, health, leads, outcomes, scores, scoring
 from serving.security import FailedAuthLimiter, KeyRing
 from serving.settings import ServingSettings
 
@@ -85,6 +85,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(scoring.router(spec, settings))
     app.include_router(outcomes.router(spec))
     app.include_router(leads.router(settings))
+    app.include_router(scores.router(settings))
     app.include_router(admin.router())
     app.include_router(health.router(settings))
     app.include_router(board.router(settings))
@@ -119,6 +120,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if store.current is not None:
         metrics.set_model(store.current.name, store.current.version)
     tasks.append(asyncio.create_task(_keep_model_current(store, settings)))
+    tasks.append(asyncio.create_task(retention.prune_periodically(engine, settings)))
     lifecycle.drain_on_sigterm(readiness, settings.shutdown_grace_s)
     try:
         yield

@@ -69,6 +69,7 @@ __all__ = [
     "Fallback",
     "FieldError",
     "LeadBase",
+    "LoggedScoreOut",
     "ModelInfo",
     "ModelRef",
     "OutcomeIn",
@@ -78,6 +79,8 @@ __all__ = [
     "RankedPage",
     "Reason",
     "Reasons",
+    "Replay",
+    "ScoreAnswer",
     "ScoreOut",
     "SpecRef",
     "batch_model",
@@ -603,6 +606,50 @@ class BatchOut(BaseModel):
     results: list[ScoreOut]
     request_id: str
     model: ModelRef
+
+
+class ScoreAnswer(BaseModel):
+    """The answer part of a score response, as it was sent."""
+
+    probabilities: dict[str, float]
+    score: int = Field(ge=0, le=100)
+    grade: str
+    category: str
+    reasons: Reasons
+    warnings: list[str]
+
+
+class Replay(BaseModel):
+    """The stored input rescored by the model version that produced the score."""
+
+    answer: ScoreAnswer
+    model: ModelRef
+    policy_version: str = Field(description="The policy hash of the model version used.")
+    identical: bool = Field(description="True when the replayed answer equals the stored one.")
+    differences: list[str] = Field(
+        description="The answer parts that differ (empty when identical)."
+    )
+
+
+class LoggedScoreOut(BaseModel):
+    """One logged score: the answer sent, the input it was computed from, who computed it."""
+
+    score_id: int
+    lead_id: str
+    scored_at: datetime
+    request_id: str
+    model: ModelRef
+    spec_version: str | None = Field(description="'<spec name>:<version>'; null before 0002.")
+    policy_version: str | None = Field(
+        description="Hash of the thresholds and grade bands that were applied."
+    )
+    answer: ScoreAnswer
+    input: dict[str, Any] | None = Field(
+        description="The model input as scored (feature fields, cut-off, tracked actions); "
+        "null when not stored or pruned by retention."
+    )
+    input_state: Literal["stored", "pruned", "not_stored", "damaged"]
+    replay: Replay | None = Field(default=None, description="With ?replay=true.")
 
 
 class OutcomeOut(BaseModel):

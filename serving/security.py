@@ -117,6 +117,17 @@ def require(role: Role | Literal["any"]) -> Callable[..., object]:
     return check
 
 
+def require_any(*roles: Role) -> Callable[..., object]:
+    """A dependency that lets a request through with a key of any of ``roles``."""
+    if not roles:
+        raise ValueError("name at least one role")
+
+    async def check(request: Request, presented: Annotated[str | None, Security(_header)]) -> None:
+        _check(request, presented, roles)
+
+    return check
+
+
 def require_scraper() -> Callable[..., object]:
     """/metrics: a metrics or admin key, in X-API-Key or as ``Authorization: Bearer``."""
 

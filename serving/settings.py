@@ -126,6 +126,23 @@ class ServingSettings(BaseSettings):
         10.0, gt=0, description="Then requests in flight get this long to finish."
     )
 
+    input_retention_days: int = Field(
+        400,
+        ge=1,
+        le=36_500,
+        description="Each score's stored input (for replay and training from the log) is "
+        "deleted this many days after the score; scores and outcomes are kept.",
+    )
+    input_prune_every_s: float = Field(
+        3600.0, gt=0, description="How often a worker prunes inputs past their retention."
+    )
+    input_prune_batch: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="Inputs deleted per transaction: a backlog goes in short transactions.",
+    )
+
     @field_validator(
         "api_keys_crm", "api_keys_sales", "api_keys_admin", "api_keys_metrics", mode="before"
     )
