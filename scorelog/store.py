@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     Connection,
@@ -73,7 +73,8 @@ OUTCOME_KINDS = frozenset(
     {"stage_reached", "contacted", "qualified", "disqualified", "won", "lost"}
 )
 #: Why sales rejected a lead: the one vocabulary of the API, the board and training.
-REJECTION_REASONS = ("not_a_fit", "bad_timing", "wrong_contact", "duplicate", "spam")
+RejectionReason = Literal["not_a_fit", "bad_timing", "wrong_contact", "duplicate", "spam"]
+REJECTION_REASONS: tuple[str, ...] = get_args(RejectionReason)
 #: The outcomes a rejection reason may come with.
 REASONED_OUTCOMES = frozenset({"disqualified", "lost"})
 

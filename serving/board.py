@@ -43,6 +43,8 @@ from starlette.concurrency import run_in_threadpool
 
 from features.spec import CategoricalField, FeatureSpec, load_spec
 from scorelog.store import (
+    REASONED_OUTCOMES,
+    REJECTION_REASONS,
     OutcomeConflictError,
     OutcomeRow,
     RankedLead,
@@ -50,6 +52,7 @@ from scorelog.store import (
     ScoreRow,
 )
 from serving import outcome_events
+from serving.board_chart import score_chart
 from serving.cursor import decode_cursor, encode_cursor
 from serving.deps import scorelog
 from serving.schemas import (
@@ -94,6 +97,10 @@ _ERRORS = {
     "csrf": ("Form expired", "Reload the lead page and submit again."),
     "outcome": ("Outcome not recorded", "Choose an outcome from the list."),
     "note": ("Outcome not recorded", f"Check the note: at most {MAX_NOTE_LENGTH} characters."),
+    "reason": (
+        "Outcome not recorded",
+        "Choose a reason from the list; a reason goes with disqualified or lost only.",
+    ),
 }
 #: Pages hold personal data and need no script, frame or foreign resource.
 _PAGE_HEADERS = {
@@ -446,15 +453,21 @@ def router(settings: ServingSettings) -> APIRouter:
         if not history and not outcomes:
             return await problem(token, 404, "unscored")
         params = request.query_params
+        served = request.app.state.store.current
         context = {
             "title": f"Lead {lead_id}",
             "lead_id": lead_id,
             "history": [(row, reasons_in_words(row.reasons)) for row in history],
+            "chart": score_chart(history, outcomes, served.model.grade_bands if served else None),
             "outcomes": outcomes,
             "choices": SALES_OUTCOMES,
-            "message": _confirmation(params.get("result"), params.get("outcome")),
+            "rejection_reasons": REJECTION_REASONS,
+            "message": _confirmation(
+                params.get("result"), params.get("outcome"), params.get("reason")
+            ),
             "csrf": sessions.csrf(token),
             "form_id": secrets.token_urlsafe(18),
+            "reject_form_id": secrets.token_urlsafe(18),
             "note_max": MAX_NOTE_LENGTH,
         }
         return await page("lead.html", context)
@@ -481,6 +494,11 @@ def router(settings: ServingSettings) -> APIRouter:
         if not _FORM_ID.match(form_id) or form.get("outcome") not in SALES_OUTCOMES:
             return await problem(token, 422, "outcome")
         note = form.get("note", "").strip() or None
+        reason = form.get("reason") or None
+        if reason is not None and (
+            reason not in REJECTION_REASONS or form["outcome"] not in REASONED_OUTCOMES
+        ):
+            return await problem(token, 422, "reason")
         try:
             outcome = Outcome(
                 lead_id=lead_id,
@@ -488,6 +506,7 @@ def router(settings: ServingSettings) -> APIRouter:
                 occurred_at=datetime.now(UTC),
                 note=note,
                 idempotency_key=f"board:{form_id}",
+                reason=reason,
             )
         except ValidationError:
             return await problem(token, 422, "note")
@@ -498,27 +517,33 @@ def router(settings: ServingSettings) -> APIRouter:
             occurred_at=outcome.occurred_at,
             note=outcome.note,
             idempotency_key=idempotency_key(outcome),
+            reason=outcome.reason,
         )
         try:
             new = await run_in_threadpool(outcome_events.record, log, row)
         except OutcomeConflictError:
             new = False  # the same form sent again (another time, maybe another choice)
-        shown = row.outcome
+        shown, why = row.outcome, row.reason
         if not new:  # say what is stored, not what this (repeated) form asked for
             stored = await run_in_threadpool(outcome_events.stored_event, log, row)
-            shown = stored.outcome if stored is not None else shown
+            if stored is not None:
+                shown, why = stored.outcome, stored.reason
         result = "recorded" if new else "duplicate"
-        return _redirect(lead_url(lead_id, result=result, outcome=shown))
+        query = {"result": result, "outcome": shown, **({"reason": why} if why else {})}
+        return _redirect(lead_url(lead_id, **query))
 
     return api
 
 
-def _confirmation(result: str | None, outcome: str | None) -> str | None:
+def _confirmation(result: str | None, outcome: str | None, reason: str | None) -> str | None:
     """The message after a redirect, built from fixed words only (never echoed input)."""
     if outcome not in SALES_OUTCOMES:
         return None
+    what = outcome
+    if isinstance(reason, str) and reason in REJECTION_REASONS:
+        what = f"{outcome} ({reason.replace('_', ' ')})"
     if result == "recorded":
-        return f"Outcome recorded: {outcome}."
+        return f"Outcome recorded: {what}."
     if result == "duplicate":
-        return f"Already recorded: {outcome} (this form had been sent before)."
+        return f"Already recorded: {what} (this form had been sent before)."
     return None

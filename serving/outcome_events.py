@@ -10,6 +10,9 @@ what the caller is told about.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from scorelog.history import lead_first_score
 from scorelog.store import OutcomeConflictError, OutcomeRow, ScoreLog
 
 
@@ -22,13 +25,42 @@ def stored_event(log: ScoreLog, row: OutcomeRow) -> OutcomeRow | None:
 
 
 def same_event(a: OutcomeRow, b: OutcomeRow) -> bool:
-    """Everything but the note (and the time it was recorded) is the event."""
-    return (a.lead_id, a.outcome, a.stage, a.occurred_at) == (
+    """Everything but the note (and the time it was recorded) is the event.
+
+    The rejection reason is part of it: it decides how the outcome is used as a label.
+    """
+    return (a.lead_id, a.outcome, a.stage, a.occurred_at, a.reason) == (
         b.lead_id,
         b.outcome,
         b.stage,
         b.occurred_at,
+        b.reason,
     )
+
+
+class BeforeLeadCreatedError(ValueError):
+    """The outcome is dated before the lead existed (its ``created_at`` as scored)."""
+
+
+def check_timeline(log: ScoreLog, row: OutcomeRow, created_at_key: str | None) -> bool:
+    """Whether the lead was ever scored; raises :class:`BeforeLeadCreatedError` when the
+    outcome is dated before the lead's creation time as its first stored input says.
+
+    An outcome for a lead never scored, or dated before its first score, is kept: the
+    CRM's events and its scoring calls arrive in any order (a lead can be qualified
+    before anyone asked for its score, a score can be retried after a 503), and training
+    from the log only ever joins outcomes that come *after* a score, so such an outcome
+    can neither leak into nor be lost from the labels. An outcome before the lead was
+    created is a different matter: no real event can be, so it is refused.
+    Blocking: call it from a thread.
+    """
+    first = lead_first_score(log.engine, row.lead_id)
+    if first is None:
+        return False
+    created = (first.record or {}).get(created_at_key) if created_at_key else None
+    if isinstance(created, datetime) and row.occurred_at < created:
+        raise BeforeLeadCreatedError(row.lead_id)
+    return True
 
 
 def record(log: ScoreLog, row: OutcomeRow) -> bool:

@@ -238,6 +238,7 @@ ERROR_WORDS: dict[str, Words] = {
     "timestamp_invalid": "not a valid timestamp",
     "stage_required": "required when outcome is stage_reached",
     "stage_not_allowed": "only allowed when outcome is stage_reached",
+    "reason_not_allowed": "only allowed when outcome is disqualified or lost",
     "timestamp_too_far_ahead": "must not be more than 1 day in the future",
     "timestamp_out_of_range": "must be between 1900-01-01 and 2199-12-31 (UTC)",
     "text_nul": "must not contain NUL characters",

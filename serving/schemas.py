@@ -59,6 +59,7 @@ from features.spec import (
     LifecycleLabel,
     NumericField,
 )
+from scorelog.store import REASONED_OUTCOMES, REJECTION_REASONS, RejectionReason
 from serving.problems import FieldError, Problem
 
 __all__ = [
@@ -496,6 +497,22 @@ class OutcomeIn(StorableText):
     )
     note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH, description="Free text.")
     idempotency_key: IdempotencyKey | None = None
+    reason: RejectionReason | None = Field(
+        default=None,
+        description="Why sales rejected the lead, with 'disqualified' or 'lost' only: one "
+        f"of {', '.join(REJECTION_REASONS)}. Part of the event: a retry with another "
+        "reason is a conflict (409).",
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_with_a_rejection(cls, reason: str | None, info: ValidationInfo) -> str | None:
+        outcome = info.data.get("outcome")
+        if reason is not None and outcome is not None and outcome not in REASONED_OUTCOMES:
+            raise PydanticCustomError(
+                "reason_not_allowed", "only allowed when outcome is disqualified or lost"
+            )
+        return reason
 
     @field_validator("stage")
     @classmethod
@@ -656,6 +673,10 @@ class OutcomeOut(BaseModel):
     lead_id: str
     recorded: bool = Field(description="False when this event had already been recorded.")
     idempotency_key: str
+    lead_scored: bool = Field(
+        description="False when this lead has no score yet: the outcome is kept (the CRM's "
+        "events and scoring calls arrive in any order) and joins the lead's scores later."
+    )
 
 
 class RankedLeadOut(BaseModel):

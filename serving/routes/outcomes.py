@@ -21,7 +21,7 @@ from serving import outcome_events
 from serving.deps import scorelog
 from serving.json_body import api_router
 from serving.openapi import problems
-from serving.problems import ProblemError
+from serving.problems import FieldError, ProblemError
 from serving.schemas import OutcomeOut, idempotency_key, outcome_model, spec_stages
 from serving.security import require
 
@@ -44,7 +44,7 @@ def router(spec: FeatureSpec) -> APIRouter:
                 415,
                 422,
                 409,
-                s409="The idempotency key was used for a different outcome",
+                s409="The idempotency key (given or derived) names an outcome recorded differently",
             ),
         },
     )
@@ -60,17 +60,48 @@ def router(spec: FeatureSpec) -> APIRouter:
             occurred_at=outcome.occurred_at,  # type: ignore[attr-defined]
             note=outcome.note,  # type: ignore[attr-defined]
             idempotency_key=key,
+            reason=outcome.reason,  # type: ignore[attr-defined]
         )
+        try:
+            scored = await run_in_threadpool(
+                outcome_events.check_timeline, log, row, spec.created_at_column
+            )
+        except outcome_events.BeforeLeadCreatedError:
+            raise ProblemError(
+                422,
+                "Outcome before the lead existed",
+                "The outcome is dated before the lead was created (its created_at when it "
+                "was scored); nothing was recorded.",
+                errors=[FieldError(field="occurred_at", problem="before the lead was created")],
+            ) from None
         try:
             new = await run_in_threadpool(outcome_events.record, log, row)
         except OutcomeConflictError:
-            raise ProblemError(
-                409,
-                "Idempotency key reused",
-                "This idempotency_key was already used for a different outcome; "
-                "nothing was recorded. Send a new key for a new event.",
-            ) from None
-        body = {"lead_id": row.lead_id, "recorded": new, "idempotency_key": key}
+            raise _conflict(client_key=outcome.idempotency_key is not None) from None  # type: ignore[attr-defined]
+        body = {
+            "lead_id": row.lead_id,
+            "recorded": new,
+            "idempotency_key": key,
+            "lead_scored": scored,
+        }
         return JSONResponse(body, status_code=201 if new else 200)
 
     return api
+
+
+def _conflict(*, client_key: bool) -> ProblemError:
+    """409: the event under this key is already recorded, differently. Says what to do."""
+    if client_key:
+        return ProblemError(
+            409,
+            "Idempotency key reused",
+            "This idempotency_key was already used for a different outcome; "
+            "nothing was recorded. Send a new key for a new event.",
+        )
+    return ProblemError(
+        409,
+        "Conflicting outcome",
+        "This outcome of this lead at this time is already recorded with another reason; "
+        "nothing was recorded. An outcome's reason cannot be changed by sending it again.",
+        errors=[FieldError(field="reason", problem="differs from the recorded outcome")],
+    )

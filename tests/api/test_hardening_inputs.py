@@ -256,6 +256,7 @@ def test_an_outcome_retried_with_only_a_corrected_note_is_the_same_event(
         "lead_id": "L-note",
         "recorded": False,
         "idempotency_key": first.json()["idempotency_key"],
+        "lead_scored": False,
     }
     keyed = outcome(lead_id="L-note", idempotency_key="crm-evt-7", note="one")
     assert client.post("/v1/outcomes", json=keyed, headers=crm()).status_code == 201
