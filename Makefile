@@ -42,7 +42,7 @@ setup: $(STAMP) ## Create .venv and install the pinned dependencies (uv; install
 
 .PHONY: lock
 lock: | $(UV) ## Re-pin requirements.lock from pyproject.toml's ranges
-	$(UV) pip compile --quiet --no-header pyproject.toml --extra dev -p $(PYTHON_VERSION) -o requirements.lock
+	$(UV) pip compile --quiet --no-header pyproject.toml --extra dev --extra spark -p $(PYTHON_VERSION) -o requirements.lock
 
 .PHONY: data
 data: $(STAMP) ## Generate the synthetic sample CRM into data/sample (SAMPLE_LEADS=20000)

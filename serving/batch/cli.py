@@ -45,6 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort", action="store_true", help="order by score desc, then lead id")
     p.add_argument("--to-log", action="store_true", help="also write the scores to the scoring log")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local: this machine, in bounded memory (default); spark: Apache Spark "
+        "(pip install leadscore[spark]; files or folders of parts, any size)",
+    )
+    p.add_argument(
+        "--spark-master",
+        help="Spark master for --engine spark (default: the session's, else local[*])",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -55,6 +66,8 @@ def command(args: argparse.Namespace) -> int:
     from serving.settings import ServingSettings
 
     apply_config(args.config)
+    if args.engine == "spark":
+        return _spark(args)
     options = Options(
         leads=args.leads,
         out=args.out,
@@ -77,6 +90,50 @@ def command(args: argparse.Namespace) -> int:
         return fail(f"{exc.strerror or exc} ({exc.filename})", EXIT_FAILED)
     except KeyboardInterrupt:
         return fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+    print(summary.line(), file=sys.stderr)
+    return 0
+
+
+def _spark(args: argparse.Namespace) -> int:
+    """``--engine spark``: the same columns, written by Spark as a folder of parts."""
+    from serving.batch.job import UsageError
+    from serving.model_store import ModelLoadError
+    from serving.settings import ServingSettings
+
+    unsupported = [
+        flag for flag, given in (("--sort", args.sort), ("--to-log", args.to_log)) if given
+    ]
+    if unsupported:
+        return fail(f"{unsupported[0]} is not available with --engine spark", EXIT_BAD_INPUT)
+    try:
+        from serving.batch.spark import run_files
+    except ImportError:
+        return fail("--engine spark needs PySpark: pip install 'leadscore[spark]'", EXIT_FAILED)
+    from features.spark import spark_refusal
+
+    settings = ServingSettings()
+    try:
+        summary = run_files(
+            str(args.leads),
+            None if args.actions is None else str(args.actions),
+            str(args.out),
+            args.model or settings.model_uri,
+            settings,
+            as_of=args.as_of,
+            reasons=args.reasons,
+            master=args.spark_master,
+        )
+    except (DataError, UsageError) as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    except (ModelLoadError, SpecError) as exc:
+        return fail(f"cannot load the model: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+    except Exception as exc:  # Spark wraps a task's error in its own exception types
+        refusal = spark_refusal(exc)
+        if refusal is None:
+            raise
+        return fail(str(refusal), EXIT_BAD_INPUT)
     print(summary.line(), file=sys.stderr)
     return 0
 
