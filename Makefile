@@ -87,12 +87,13 @@ models: $(STAMP) ## List CONFIG's registered model versions and their aliases
 test: $(STAMP) ## Run every test, slow ones included (what CI runs), one process per core
 	@# Most of the suite waits on servers, subprocesses and fsyncs: two processes on two
 	@# cores cut CI's wall time (measured: 573 s in one process on an idle box; 591 s with
-	@# two on a box at load 9).
-	$(PY) -m pytest -m "slow or not slow" -q -n auto
+	@# two on a box at load 9). --dist loadgroup keeps the Spark tests (xdist_group "spark")
+	@# in one process, so one SparkSession (20-90 s to start here) serves them all.
+	$(PY) -m pytest -m "slow or not slow" -q -n auto --dist loadgroup
 
 .PHONY: test-fast
 test-fast: $(STAMP) ## Run the fast tests only
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy over the packages

@@ -23,6 +23,9 @@ from serving.settings import ServingSettings
 from tests.api.test_hardening_models import register_broken, truncated
 from tests.api.test_model_store import MODEL, _register
 
+#: One SparkSession per test process: make test's ``--dist loadgroup`` keeps these together.
+pytestmark = pytest.mark.xdist_group("spark")
+
 AS_OF = pd.Timestamp("2026-03-01T00:00:00Z")
 N_LEADS = 10_000
 

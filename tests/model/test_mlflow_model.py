@@ -186,6 +186,7 @@ def test_saved_model_folder_has_versions_and_no_pickle(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one SparkSession per test process (make test: loadgroup)
 def test_spark_udf_scores_like_the_model_when_pyspark_is_installed(
     first_run: RunResult, sample_dir: Path, sample_spec: FeatureSpec, spark: Any
 ) -> None:
