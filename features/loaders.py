@@ -63,11 +63,13 @@ __all__ = [
     "check_renames",
     "format_rows",
     "furthest_stage",
+    "history_columns",
     "lead_columns",
     "load_actions",
     "load_history",
     "load_leads",
     "parse_actions",
+    "parse_history",
     "parse_ids",
     "parse_leads",
     "read_table",
@@ -963,17 +965,38 @@ def load_history(
     otherwise quietly lower a lead's label.
     """
     p = Path(path)
-    name = p.name
-    label = _lifecycle(spec)
-    id_col = label.history_lead_id_column
-    stage_col = label.history_stage_column
-    time_col = label.history_timestamp_column
+    id_col, stage_col, time_col = history_columns(spec)
     frame = read_table(
         p, required=[id_col, stage_col, time_col], kind="stage history", csv=spec.csv
     )
-    tokens = _missing_tokens(spec)
+    ids = parse_ids(p.name, id_col, frame[id_col], unique=False)
+    history = parse_history(p.name, frame, spec, ids=ids)
+    check_known_ids(p.name, id_col, ids, known_ids, "stage changes")
+    return history
 
-    ids = parse_ids(name, id_col, frame[id_col], unique=False)
+
+def history_columns(spec: FeatureSpec) -> tuple[str, str, str]:
+    """The stage history's lead id, stage and time columns, as the spec names them."""
+    label = _lifecycle(spec)
+    return (
+        label.history_lead_id_column,
+        label.history_stage_column,
+        label.history_timestamp_column,
+    )
+
+
+def parse_history(
+    name: str, frame: pd.DataFrame, spec: FeatureSpec, *, ids: pd.Series | None = None
+) -> pd.DataFrame:
+    """Some rows of a stage history as ``lead_id``, ``stage``, ``reached_at`` (UTC).
+
+    The checks of :func:`load_history` but the one against the leads table (the caller's,
+    with :func:`check_known_ids`); ``ids`` are the parsed ids when the caller has them.
+    """
+    label = _lifecycle(spec)
+    id_col, stage_col, time_col = history_columns(spec)
+    if ids is None:
+        ids = parse_ids(name, id_col, frame[id_col], unique=False)
     stages = _normalised(as_text(frame[stage_col]))
     _refuse(
         name,
@@ -982,8 +1005,9 @@ def load_history(
         f"values are not a known stage (expected one of {', '.join(label.stages)})",
         f"value is not a known stage (expected one of {', '.join(label.stages)})",
     )
-    stamps = _parse_timestamps(name, time_col, frame[time_col], tokens, required=True)
-    check_known_ids(name, id_col, ids, known_ids, "stage changes")
+    stamps = _parse_timestamps(
+        name, time_col, frame[time_col], _missing_tokens(spec), required=True
+    )
     # Columns share the frame's RangeIndex; passing Series (not .to_numpy()) avoids turning
     # 2M tz-aware timestamps into Python objects and back.
     return pd.DataFrame({LEAD_ID: ids, STAGE: stages, REACHED_AT: stamps})

@@ -147,9 +147,9 @@ def lead_features(
     if actions is None or spec.actions is None:
         return _parsed_leads(leads, spec, names[0])
     n_groups = max(1, -(-leads.count() // leads_per_group))
-    keyed_leads = _with_group(leads, spec.id_column, n_groups).select(GROUP, *lead_columns(spec))
+    keyed_leads = with_group(leads, spec.id_column, n_groups).select(GROUP, *lead_columns(spec))
     action_id = spec.actions.lead_id_column
-    keyed_actions = _with_group(actions, action_id, n_groups).select(
+    keyed_actions = with_group(actions, action_id, n_groups).select(
         GROUP, action_id, spec.actions.type_column, spec.actions.timestamp_column
     )
     build = _group_builder(spec, as_of, names)
@@ -190,7 +190,8 @@ def spark_refusal(error: BaseException) -> DataError | None:
 # --------------------------------------------------------------------------------------
 
 
-def _with_group(frame: DataFrame, id_column: str, n_groups: int) -> DataFrame:
+def with_group(frame: DataFrame, id_column: str, n_groups: int) -> DataFrame:
+    """``frame`` with its lead's group: ``pmod(xxhash64(id as text), n_groups)``."""
     from pyspark.sql import functions as sf
 
     key = sf.col(f"`{id_column}`").cast("string")
@@ -280,4 +281,5 @@ __all__ = [
     "read_table",
     "spark_refusal",
     "to_spark_rows",
+    "with_group",
 ]
