@@ -42,7 +42,7 @@ setup: $(STAMP) ## Create .venv and install the pinned dependencies (uv; install
 
 .PHONY: lock
 lock: | $(UV) ## Re-pin requirements.lock from pyproject.toml's ranges
-	$(UV) pip compile --quiet --no-header pyproject.toml --extra dev -p $(PYTHON_VERSION) -o requirements.lock
+	$(UV) pip compile --quiet --no-header pyproject.toml --extra dev --extra spark -p $(PYTHON_VERSION) -o requirements.lock
 
 .PHONY: data
 data: $(STAMP) ## Generate the synthetic sample CRM into data/sample (SAMPLE_LEADS=20000)
@@ -87,12 +87,13 @@ models: $(STAMP) ## List CONFIG's registered model versions and their aliases
 test: $(STAMP) ## Run every test, slow ones included (what CI runs), one process per core
 	@# Most of the suite waits on servers, subprocesses and fsyncs: two processes on two
 	@# cores cut CI's wall time (measured: 573 s in one process on an idle box; 591 s with
-	@# two on a box at load 9).
-	$(PY) -m pytest -m "slow or not slow" -q -n auto
+	@# two on a box at load 9). --dist loadgroup keeps the Spark tests (xdist_group "spark")
+	@# in one process, so one SparkSession (20-90 s to start here) serves them all.
+	$(PY) -m pytest -m "slow or not slow" -q -n auto --dist loadgroup
 
 .PHONY: test-fast
 test-fast: $(STAMP) ## Run the fast tests only
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy over the packages

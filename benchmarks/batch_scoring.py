@@ -5,7 +5,7 @@
 On a pre-aggregated Parquet table of N synthetic leads (numbers drawn with numpy; the
 model is trained on the sample CRM first), each case in a fresh process:
 
-(a) our CLI path (``serving.batch_score.run``): grades and categories, no reasons;
+(a) our CLI path (``serving.batch.job.run``): grades and categories, no reasons;
 (b) the same with the top 3 reasons (one SHAP pass per head), on ``--subset`` leads
     when N is large, since it is an order of magnitude slower;
 (c) ``mlflow.pyfunc``: the model folder logged with ``ReadinessPyfunc`` to a throw-away
@@ -143,7 +143,7 @@ def case_cli(
     model: Path, leads: Path, out: Path, reasons: int, limit: int | None
 ) -> dict[str, Any]:
     """(a)/(b): the CLI's own code path, settings as the CLI builds them."""
-    from serving import batch_score
+    from serving.batch import job as batch_score
     from serving.settings import ServingSettings
 
     if limit is not None:

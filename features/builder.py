@@ -496,6 +496,26 @@ class LeadFeatureBuilder(TransformerMixin, BaseEstimator):
         return out
 
 
+def action_aggregates(
+    spec: FeatureSpec, leads: pd.DataFrame, actions: pd.DataFrame, as_of: Any = None
+) -> np.ndarray:
+    """The pre-aggregated action columns (:func:`aggregated_columns` order) from events.
+
+    Computed by the very code :meth:`LeadFeatureBuilder.build` runs on events, so a table
+    aggregated elsewhere (per group of leads on Spark, training rows too) and then scored
+    as pre-aggregated gives the builder's own features. Action features learn nothing in
+    ``fit``, so no fitted builder is needed. ``leads`` are canonical (the loaders' output),
+    one row per lead and cut-off; ``as_of`` as for ``build`` (or an ``as_of`` column).
+    """
+    if spec.actions is None:
+        raise ValueError(f"spec '{spec.name}' declares no actions table")
+    builder = LeadFeatureBuilder(spec)
+    builder._type_code = {t.name: i for i, t in enumerate(spec.actions.types)}
+    builder._type_cache = {}
+    batch = from_frames(spec, leads, actions, as_of)
+    return builder._action_features(batch, BuildReport(n_rows=batch.n))
+
+
 _CACHE_LIMIT = 50_000
 #: From this many values on, distinct values are found by pandas' C hash table first.
 _FACTORIZE_FROM = 512

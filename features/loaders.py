@@ -36,6 +36,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from features.batch import aggregated_columns
 from features.spec import (
     ROW_NUMBER_ID,
     BinaryLabel,
@@ -56,10 +57,21 @@ _T = TypeVar("_T")
 
 __all__ = [
     "DataError",
+    "action_columns",
+    "as_text",
+    "check_known_ids",
+    "check_renames",
+    "format_rows",
     "furthest_stage",
+    "history_columns",
+    "lead_columns",
     "load_actions",
     "load_history",
     "load_leads",
+    "parse_actions",
+    "parse_history",
+    "parse_ids",
+    "parse_leads",
     "read_table",
 ]
 
@@ -446,18 +458,18 @@ def _refuse(
         return
     count = len(rows)
     phrase = plural if count > 1 else singular
-    message = f"column '{column}': {count} {phrase} ({_format_rows(rows)})"
+    message = f"column '{column}': {count} {phrase} ({format_rows(rows)})"
     raise DataError(name, message, column=column, rows=rows)
 
 
-def _format_rows(rows: list[int]) -> str:
+def format_rows(rows: list[int]) -> str:
     if len(rows) == 1:
         return f"row {rows[0]}"
     shown = ", ".join(str(r) for r in rows[:_SHOWN_ROWS])
     return f"rows {shown}{', ...' if len(rows) > _SHOWN_ROWS else ''}"
 
 
-def _as_text(values: pd.Series) -> pd.Series:
+def as_text(values: pd.Series) -> pd.Series:
     """Any column as object strings, missing as "": CSV columns already are.
 
     Parquet columns arrive typed; integral numbers are written without ".0" so an integer
@@ -518,7 +530,7 @@ def _parse_numeric(
         numbers = raw.astype("float64")
         _refuse(name, column, np.isinf(numbers), *_NOT_FINITE)
     else:
-        text = _as_text(raw)
+        text = as_text(raw)
         if decimal != ".":
             text = text.str.replace(decimal, ".", regex=False)
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
@@ -536,7 +548,7 @@ def _parse_numeric(
 
 def _parse_boolean(name: str, column: str, raw: pd.Series, tokens: set[str]) -> pd.Series:
     """yes/no, true/false, y/n, 1/0 in any case as 1.0/0.0; missing tokens as NaN."""
-    folded = _normalised(_as_text(raw))
+    folded = _normalised(as_text(raw))
     truth = folded.isin(_TRUE_TOKENS)
     falsity = folded.isin(_FALSE_TOKENS)
     missing = folded.isin(tokens)
@@ -557,7 +569,7 @@ def _parse_categorical(
     name: str, column: str, raw: pd.Series, tokens: set[str], max_length: int
 ) -> pd.Series:
     """Raw strings kept for the feature builder (which maps levels); missing as None."""
-    text = _as_text(raw)
+    text = as_text(raw)
     missing = _is_missing(text, tokens)
     _refuse(
         name,
@@ -588,7 +600,7 @@ def _parse_timestamps(
         )
         absent = stamps.isna().to_numpy()
     else:
-        text = _as_text(raw)
+        text = as_text(raw)
         stamps = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
         absent = _absent_mask(text, stamps, tokens)
         unparsed = stamps.isna().to_numpy() & ~absent
@@ -613,13 +625,13 @@ def _absent_mask(text: pd.Series, stamps: pd.Series, tokens: set[str]) -> np.nda
     return absent
 
 
-def _parse_ids(name: str, column: str, raw: pd.Series, *, unique: bool) -> pd.Series:
+def parse_ids(name: str, column: str, raw: pd.Series, *, unique: bool) -> pd.Series:
     """Ids as text; an empty id is refused, and so is a repeated one where ids are keys.
 
     Checks run on the distinct ids (factorised once), which is several times faster than
     string operations over every row of a large actions file.
     """
-    text = _as_text(raw)
+    text = as_text(raw)
     codes, uniques = pd.factorize(text, use_na_sentinel=False)
     blank = np.array([not str(u).strip() for u in uniques], dtype=bool)
     _refuse(name, column, blank[codes], "rows have no id", "row has no id")
@@ -633,7 +645,7 @@ def _parse_ids(name: str, column: str, raw: pd.Series, *, unique: bool) -> pd.Se
             raise DataError(
                 name,
                 f"column '{column}': {distinct} {ids} more than once, on {len(rows)} rows "
-                f"({_format_rows(rows)})",
+                f"({format_rows(rows)})",
                 column=column,
                 rows=rows,
             )
@@ -642,7 +654,7 @@ def _parse_ids(name: str, column: str, raw: pd.Series, *, unique: bool) -> pd.Se
 
 def _parse_binary_label(name: str, label: BinaryLabel, raw: pd.Series) -> pd.Series:
     """The conversion column as int8 0/1, using the spec's positive and negative tokens."""
-    folded = _normalised(_as_text(raw))
+    folded = _normalised(as_text(raw))
     positive = folded.isin({normalise_token(t) for t in label.positive})
     negative = folded.isin({normalise_token(t) for t in label.negative})
     expected = ", ".join([*label.positive, *label.negative])
@@ -656,7 +668,7 @@ def _parse_binary_label(name: str, label: BinaryLabel, raw: pd.Series) -> pd.Ser
     return pd.Series(positive.to_numpy().astype(np.int8), index=raw.index, name=LABEL)
 
 
-def _check_known(
+def check_known_ids(
     name: str,
     column: str,
     ids: pd.Series,
@@ -666,7 +678,7 @@ def _check_known(
     """Rows whose lead is not in the leads table would be silently dropped by a join."""
     if known_ids is None:
         return
-    known = pd.Index(_as_text(pd.Series(known_ids)))
+    known = pd.Index(as_text(pd.Series(known_ids)))
     # Look up each distinct id once: an actions file repeats every lead many times.
     codes, uniques = pd.factorize(ids, use_na_sentinel=False)
     unknown = ~pd.Index(uniques).isin(known)
@@ -677,6 +689,110 @@ def _check_known(
         f"{what} belong to leads that are not in the leads table",
         f"{_SINGULAR[what]} belongs to a lead that is not in the leads table",
     )
+
+
+# --------------------------------------------------------------------------------------
+# Chunk-level API: the loaders' checks on part of a file (batch scoring, Spark)
+# --------------------------------------------------------------------------------------
+
+
+def lead_columns(spec: FeatureSpec) -> list[str]:
+    """The columns a leads file must have for scoring: id, created-at and feature sources."""
+    required = [spec.id_column]
+    if spec.created_at_column:
+        required.append(spec.created_at_column)
+    return required + [f.source for f in spec.feature_fields]
+
+
+def action_columns(spec: FeatureSpec) -> list[str]:
+    """The columns an actions file must have: lead id, type and time, as the spec names them."""
+    return list(_actions_spec_columns(spec))
+
+
+def parse_leads(
+    name: str, frame: pd.DataFrame, spec: FeatureSpec, *, aggregated: bool = False
+) -> pd.DataFrame:
+    """Some rows of a leads file, checked and typed exactly as :func:`load_leads` does.
+
+    ``frame`` holds raw columns under their file names (text from CSV, typed from
+    Parquet); the result has the id, created-at and feature columns under canonical
+    names (with ``aggregated``, the spec's pre-aggregated action columns too) and
+    nothing else. Row numbers in a refusal count from the top of ``frame`` (row 2 is
+    its first): :func:`features.chunks.file_lines` moves them to the whole file's lines.
+    Ids are checked unique within ``frame`` only.
+    """
+    tokens = _missing_tokens(spec)
+    columns: dict[str, pd.Series] = {
+        spec.id_column: parse_ids(name, spec.id_column, frame[spec.id_column], unique=True)
+    }
+    if spec.created_at_column:
+        column = spec.created_at_column
+        columns[column] = _parse_timestamps(name, column, frame[column], tokens, required=False)
+    for field in spec.feature_fields:
+        columns[field.name] = _parse_field(name, field, frame[field.source], tokens, spec=spec)
+    if aggregated:
+        for column in aggregated_columns(spec):
+            columns[column] = _parse_numeric(name, column, frame[column], tokens)
+    return pd.DataFrame(columns, copy=False)
+
+
+def parse_actions(
+    name: str,
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    known: Callable[[pd.Series], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Some rows of an actions file as ``lead_id``, ``action_type``, ``occurred_at`` (UTC).
+
+    The checks of :func:`load_actions`; ``known(ids)`` says, per row, whether its lead is
+    in the leads table (rows where it is False are refused), so a caller that cannot hold
+    every lead id (batch scoring keeps 64-bit hashes) decides how to look them up.
+    """
+    id_col, type_col, time_col = _actions_spec_columns(spec)
+    assert spec.actions is not None  # checked by _actions_spec_columns
+    tokens = _missing_tokens(spec)
+    ids = parse_ids(name, id_col, frame[id_col], unique=False)
+    types = _normalised(as_text(frame[type_col]))
+    _refuse(name, type_col, (types == "").to_numpy(), *_NO_ACTION_TYPE)
+    if spec.actions.unknown_types == "error":
+        allowed = ", ".join(t.name for t in spec.actions.types)
+        _refuse(
+            name,
+            type_col,
+            ~types.isin([t.name for t in spec.actions.types]).to_numpy(),
+            f"actions have a type the spec does not list (expected one of {allowed})",
+            f"action has a type the spec does not list (expected one of {allowed})",
+        )
+    stamps = _parse_timestamps(name, time_col, frame[time_col], tokens, required=True)
+    if known is not None:
+        _refuse(name, id_col, ~np.asarray(known(ids), dtype=bool), *_UNKNOWN_LEAD)
+    # Columns share the frame's RangeIndex; passing Series (not .to_numpy()) avoids turning
+    # 2M tz-aware timestamps into Python objects and back.
+    return pd.DataFrame({LEAD_ID: ids, ACTION_TYPE: types, OCCURRED_AT: stamps}, copy=False)
+
+
+def check_renames(name: str, columns: Sequence[str], spec: FeatureSpec) -> None:
+    """Refuse a header where a source column's rename would collide with another column."""
+    _rename_canonical(name, pd.DataFrame(columns=list(columns)), spec, None)
+
+
+def _known_in(known_ids: pd.Index) -> Callable[[pd.Series], np.ndarray]:
+    """``known`` for :func:`parse_actions` from the leads' ids (each distinct id looked up once)."""
+    known = pd.Index(as_text(pd.Series(known_ids)))
+
+    def lookup(ids: pd.Series) -> np.ndarray:
+        codes, uniques = pd.factorize(ids, use_na_sentinel=False)
+        return np.asarray(pd.Index(uniques).isin(known))[codes]
+
+    return lookup
+
+
+_NO_ACTION_TYPE = ("rows have no action type", "row has no action type")
+_UNKNOWN_LEAD = (
+    "actions belong to leads that are not in the leads table",
+    "action belongs to a lead that is not in the leads table",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -712,7 +828,7 @@ def load_leads(path: Path | str, spec: FeatureSpec, *, require_label: bool = Fal
     if spec.id_column not in frame.columns:  # no id column: the row number is the id
         out[spec.id_column] = pd.Series(np.arange(1, len(frame) + 1).astype(str), dtype=object)
     else:
-        out[spec.id_column] = _parse_ids(name, spec.id_column, frame[spec.id_column], unique=True)
+        out[spec.id_column] = parse_ids(name, spec.id_column, frame[spec.id_column], unique=True)
     if spec.created_at_column:
         column = spec.created_at_column
         out[column] = _parse_timestamps(name, column, frame[column], tokens, required=False)
@@ -767,7 +883,7 @@ def count_missing_tokens(
     Empty cells are not counted: they were missing already. The check report and the
     training run show these counts, so a sentinel that swallows real data is noticed.
     """
-    text = _as_text(raw).str.strip()
+    text = as_text(raw).str.strip()
     written = text != ""
     hit = _normalised(text).isin(field_missing_tokens(spec, field) - {""})
     sentinels = missing_numbers(spec, field)
@@ -826,35 +942,10 @@ def load_actions(
     refused. The file's row order is kept.
     """
     p = Path(path)
-    name = p.name
     id_col, type_col, time_col = _actions_spec_columns(spec)
     frame = read_table(p, required=[id_col, type_col, time_col], kind="actions", csv=spec.csv)
-    tokens = _missing_tokens(spec)
-
-    ids = _parse_ids(name, id_col, frame[id_col], unique=False)
-    types = _normalised(_as_text(frame[type_col]))
-    _refuse(
-        name,
-        type_col,
-        (types == "").to_numpy(),
-        "rows have no action type",
-        "row has no action type",
-    )
-    assert spec.actions is not None  # checked by _actions_spec_columns
-    if spec.actions.unknown_types == "error":
-        allowed = [t.name for t in spec.actions.types]
-        _refuse(
-            name,
-            type_col,
-            ~types.isin(allowed).to_numpy(),
-            f"actions have a type the spec does not list (expected one of {', '.join(allowed)})",
-            f"action has a type the spec does not list (expected one of {', '.join(allowed)})",
-        )
-    stamps = _parse_timestamps(name, time_col, frame[time_col], tokens, required=True)
-    _check_known(name, id_col, ids, known_ids, "actions")
-    # Columns share the frame's RangeIndex; passing Series (not .to_numpy()) avoids turning
-    # 2M tz-aware timestamps into Python objects and back.
-    return pd.DataFrame({LEAD_ID: ids, ACTION_TYPE: types, OCCURRED_AT: stamps})
+    known = None if known_ids is None else _known_in(known_ids)
+    return parse_actions(p.name, frame, spec, known=known)
 
 
 def _lifecycle(spec: FeatureSpec) -> LifecycleLabel:
@@ -874,18 +965,39 @@ def load_history(
     otherwise quietly lower a lead's label.
     """
     p = Path(path)
-    name = p.name
-    label = _lifecycle(spec)
-    id_col = label.history_lead_id_column
-    stage_col = label.history_stage_column
-    time_col = label.history_timestamp_column
+    id_col, stage_col, time_col = history_columns(spec)
     frame = read_table(
         p, required=[id_col, stage_col, time_col], kind="stage history", csv=spec.csv
     )
-    tokens = _missing_tokens(spec)
+    ids = parse_ids(p.name, id_col, frame[id_col], unique=False)
+    history = parse_history(p.name, frame, spec, ids=ids)
+    check_known_ids(p.name, id_col, ids, known_ids, "stage changes")
+    return history
 
-    ids = _parse_ids(name, id_col, frame[id_col], unique=False)
-    stages = _normalised(_as_text(frame[stage_col]))
+
+def history_columns(spec: FeatureSpec) -> tuple[str, str, str]:
+    """The stage history's lead id, stage and time columns, as the spec names them."""
+    label = _lifecycle(spec)
+    return (
+        label.history_lead_id_column,
+        label.history_stage_column,
+        label.history_timestamp_column,
+    )
+
+
+def parse_history(
+    name: str, frame: pd.DataFrame, spec: FeatureSpec, *, ids: pd.Series | None = None
+) -> pd.DataFrame:
+    """Some rows of a stage history as ``lead_id``, ``stage``, ``reached_at`` (UTC).
+
+    The checks of :func:`load_history` but the one against the leads table (the caller's,
+    with :func:`check_known_ids`); ``ids`` are the parsed ids when the caller has them.
+    """
+    label = _lifecycle(spec)
+    id_col, stage_col, time_col = history_columns(spec)
+    if ids is None:
+        ids = parse_ids(name, id_col, frame[id_col], unique=False)
+    stages = _normalised(as_text(frame[stage_col]))
     _refuse(
         name,
         stage_col,
@@ -893,8 +1005,9 @@ def load_history(
         f"values are not a known stage (expected one of {', '.join(label.stages)})",
         f"value is not a known stage (expected one of {', '.join(label.stages)})",
     )
-    stamps = _parse_timestamps(name, time_col, frame[time_col], tokens, required=True)
-    _check_known(name, id_col, ids, known_ids, "stage changes")
+    stamps = _parse_timestamps(
+        name, time_col, frame[time_col], _missing_tokens(spec), required=True
+    )
     # Columns share the frame's RangeIndex; passing Series (not .to_numpy()) avoids turning
     # 2M tz-aware timestamps into Python objects and back.
     return pd.DataFrame({LEAD_ID: ids, STAGE: stages, REACHED_AT: stamps})

@@ -24,9 +24,24 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
-from mlflow.types.schema import Array, ColSpec, Object, Property, Schema, TensorSpec
+from mlflow.types.schema import (
+    Array,
+    ColSpec,
+    Object,
+    ParamSchema,
+    ParamSpec,
+    Property,
+    Schema,
+    TensorSpec,
+)
 
-from features.batch import ACTION_TIME_KEY, ACTION_TYPE_KEY, ACTIONS_KEY, AS_OF_KEY
+from features.batch import (
+    ACTION_TIME_KEY,
+    ACTION_TYPE_KEY,
+    ACTIONS_KEY,
+    AS_OF_KEY,
+    aggregated_columns,
+)
 from features.spec import BooleanField, CategoricalField, FeatureSpec
 from models.readiness import ReadinessModel
 
@@ -48,17 +63,29 @@ class ReadinessPyfunc(PythonModel):
     ) -> pd.DataFrame:
         rows = model_input.to_dict(orient="records")
         records = [_clean_record({str(k): v for k, v in r.items()}) for r in rows]
-        reasons = int((params or {}).get("reasons", 3))
-        return score_records(self.model, records, reasons=reasons)
+        params = params or {}
+        reasons = int(params.get("reasons", 3))
+        text = params.get("reasons_format", "json") == "text"
+        return score_records(self.model, records, reasons=reasons, text_reasons=text)
 
 
 def score_records(
-    model: ReadinessModel, records: list[dict[str, Any]], *, reasons: int = 3
+    model: ReadinessModel,
+    records: list[dict[str, Any]],
+    *,
+    reasons: int = 3,
+    text_reasons: bool = False,
 ) -> pd.DataFrame:
-    """Score dict-shaped leads in one pass; reasons as a JSON string column."""
+    """Score dict-shaped leads in one pass; reasons as a JSON string column.
+
+    ``text_reasons``: reasons in words, one line per lead, as batch scoring writes them
+    (what a scores table wants) instead of JSON (what a program wants).
+    """
     matrix = model.builder.build(records)
     id_column = model.builder.spec.id_column
     ids = [None if r.get(id_column) is None else str(r.get(id_column)) for r in records]
+    if text_reasons:
+        return model.score_matrix(matrix.values, ids=ids, reasons=reasons)
     out = model.score_matrix(matrix.values, ids=ids)
     if reasons:
         out["reasons"] = [
@@ -86,11 +113,16 @@ def signature(spec: FeatureSpec, stages: list[str]) -> ModelSignature:
     if spec.actions is not None:
         action = Object([Property(ACTION_TYPE_KEY, "string"), Property(ACTION_TIME_KEY, "string")])
         inputs.append(ColSpec(Array(action), ACTIONS_KEY, required=False))
+        # Or, instead of the actions, their aggregates (a feature table built on Spark).
+        inputs += [ColSpec("double", c, required=False) for c in aggregated_columns(spec)]
     outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "lead_id", required=False)]
     outputs += [ColSpec("double", f"p_{s}") for s in stages]
     outputs += [ColSpec("long", "score"), ColSpec("string", "grade"), ColSpec("string", "category")]
     outputs += [ColSpec("string", "model_version"), ColSpec("string", "reasons", required=False)]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+    params = ParamSchema(
+        [ParamSpec("reasons", "long", 3), ParamSpec("reasons_format", "string", "json")]
+    )
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)
 
 
 def _clean_record(row: dict[str, Any]) -> dict[str, Any]:

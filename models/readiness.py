@@ -233,7 +233,7 @@ class ReadinessModel:
         out["grade"] = self.grades(scores)
         out["category"] = self.categories(P)
         if reasons:
-            out["reasons"] = [_reason_text(r) for r in self.reason_sets(X, reasons)]
+            out["reasons"] = [reason_text(r) for r in self.reason_sets(X, reasons)]
         out["model_version"] = self.version
         return out
 
@@ -365,7 +365,7 @@ def category_index(P: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.where(met.any(axis=1), highest + 1, 0)
 
 
-def _reason_text(reasons: dict[str, list[Reason]]) -> str:
+def reason_text(reasons: dict[str, list[Reason]]) -> str:
     """One line for a CSV cell: '+' raises the score, '-' lowers it."""
     parts = [f"+ {r.text}" for r in reasons.get("positive", [])]
     parts += [f"- {r.text}" for r in reasons.get("negative", [])]

@@ -217,6 +217,14 @@ class ModelStore:
 
     # -- fetching --------------------------------------------------------------------
 
+    def fetch(self, uri: str) -> ServedModel:
+        """The model behind ``uri``, downloaded and checked, without changing what is served.
+
+        For jobs beside the service (batch scoring, Spark): with a private
+        ``model_cache_dir`` nothing the service reads is touched.
+        """
+        return self._fetch(uri)
+
     def _fetch(self, uri: str, *, retry_failed: bool = False) -> ServedModel:
         if registry_fetch.is_registry_uri(uri):
             name, version = self._resolve(uri)

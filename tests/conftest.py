@@ -8,10 +8,11 @@ modules that never touch it do not pay its import time.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -172,3 +173,20 @@ def trained_model_dir(
     golden = frames_to_records(sample_spec, data.subset(parts.test[:20]).leads, data.actions)
     write_golden(outcome.model, golden, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session for the whole test run (start-up costs 20-90 s here).
+
+    ``local[2]`` like CI's two cores, few shuffle partitions for small tables, no UI.
+    Skips when PySpark (the ``spark`` extra) or Java is absent.
+    """
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Spark needs Java 17 (Debian: openjdk-17-jre-headless)")
+    from features.spark import local_session
+
+    session = local_session("leadscore-tests", master="local[2]", shuffle_partitions=4)
+    yield session
+    session.stop()

@@ -86,14 +86,22 @@ def snapshots(
     actions: pd.DataFrame | None,
     history: pd.DataFrame,
     truth: pd.DataFrame | None = None,
+    *,
+    observed_until: pd.Timestamp | None = None,
 ) -> TrainingSet:
-    """One row per lead and cut-off, labelled with the furthest stage within the horizon."""
+    """One row per lead and cut-off, labelled with the furthest stage within the horizon.
+
+    ``observed_until`` (default: the newest timestamp of ``history`` and ``actions``) is
+    given when these are one part of the data (a group of leads on Spark): the horizon
+    rule must use the whole data's end, or a group would drop rows the whole keeps.
+    """
     label = spec.label
     assert isinstance(label, LifecycleLabel)
     if not spec.created_at_column:
         raise ValueError("point-in-time snapshots need the spec's created_at_column")
     created = leads[spec.created_at_column]
-    observed_until = _observed_until(history, actions)
+    if observed_until is None:
+        observed_until = _observed_until(history, actions)
     horizon = config.horizon_days * DAY
     frames = []
     for days in config.snapshot_days_after_created:

@@ -20,7 +20,8 @@ from features.loaders import DataError, load_actions, load_leads
 from features.spec import FeatureSpec, load_spec
 from leadscore.cli import main as leadscore
 from models.readiness import ReadinessModel
-from serving import batch_score
+from serving.batch import job as batch_score
+from serving.batch import sort as batch_sort
 
 AS_OF = "2026-03-01T00:00:00Z"
 X_EDUCATION_CSV = Path(__file__).resolve().parents[2].parent / "shared/data/x_education/Leads.csv"
@@ -154,8 +155,8 @@ def test_sort_orders_by_score_then_lead_id(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Tiny batches and fan-in: 6 runs merged in two rounds, 64 rows at a time.
-    monkeypatch.setattr(batch_score, "RUN_ROWS", 64)
-    monkeypatch.setattr(batch_score, "MAX_FAN_IN", 4)
+    monkeypatch.setattr(batch_sort, "RUN_ROWS", 64)
+    monkeypatch.setattr(batch_sort, "MAX_FAN_IN", 4)
     out = env / "sorted.csv"
     code, err = score(
         capsys, sample_dir / "leads.csv", out, "--actions", str(sample_dir / "actions.csv"),

@@ -7,6 +7,7 @@ import os
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -185,17 +186,13 @@ def test_saved_model_folder_has_versions_and_no_pickle(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one SparkSession per test process (make test: loadgroup)
 def test_spark_udf_scores_like_the_model_when_pyspark_is_installed(
-    first_run: RunResult,
-    sample_dir: Path,
-    sample_spec: FeatureSpec,
-    monkeypatch: pytest.MonkeyPatch,
+    first_run: RunResult, sample_dir: Path, sample_spec: FeatureSpec, spark: Any
 ) -> None:
     """``mlflow.pyfunc.spark_udf`` on the registered model (PySpark is an optional extra)."""
-    pytest.importorskip("pyspark")
-    from pyspark.sql import SparkSession
+    from pyspark.sql.functions import struct
 
-    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     # Profile fields only: a flat table is what a Spark job hands over (actions arrive
     # aggregated there); the scores must still be the model's own.
     records = [
@@ -203,16 +200,14 @@ def test_spark_udf_scores_like_the_model_when_pyspark_is_installed(
         for r in _records(sample_dir, sample_spec, n=8)
     ]
     flat = pd.DataFrame(records)
-    spark = SparkSession.builder.master("local[2]").appName("leadscore-test").getOrCreate()
-    try:
-        udf = mlflow.pyfunc.spark_udf(
-            spark, f"models:/{MODEL}@{registry.CHALLENGER}", env_manager="local",
-            result_type="p_sql double",
-        )  # fmt: skip
-        frame = spark.createDataFrame(flat)
-        scored = frame.withColumn("out", udf(*[frame[c] for c in flat.columns])).toPandas()
-    finally:
-        spark.stop()
+    udf = mlflow.pyfunc.spark_udf(
+        spark, f"models:/{MODEL}@{registry.CHALLENGER}", env_manager="local",
+        result_type="p_sql double",
+    )  # fmt: skip
+    frame = spark.createDataFrame(flat)
+    # A struct passes the columns by name (positional columns would be matched to the
+    # signature's order, and the optional ones left out filled with nulls).
+    scored = frame.withColumn("out", udf(struct(*flat.columns))).toPandas()
     direct = score_records(first_run.outcome.model, records)
     np.testing.assert_allclose(scored["out"].map(lambda r: r["p_sql"]), direct["p_sql"], atol=1e-12)
 
