@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, make_url, text
 from tests.api.test_api import ADMIN, CRM, SALES, lead
 from tests.api.test_hardening_models import register_broken, truncated
 from tests.api.test_model_store import _register
-from tests.api.test_storage import POSTGRES_URL, _postgres_unavailable
+from tests.scorelog_db import POSTGRES_URL, postgres_unavailable
 from tests.servers import free_port, running
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ class Client:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    reason = _postgres_unavailable()
+    reason = postgres_unavailable()
     if reason is not None:
         pytest.skip(reason)
     schema = f"test_faults_{uuid.uuid4().hex[:12]}"
