@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from sqlalchemy import (
     Connection,
@@ -197,6 +197,23 @@ class RankedLead:
     model_version: str
 
 
+class WriteListener(Protocol):
+    """Writes more rows in the writer's transaction (e.g. :class:`scorelog.events.ChangeEvents`).
+
+    ``before_latest`` runs after the group's scores are inserted and before
+    ``lead_latest`` is updated, so it still sees each lead's previous score; what it writes
+    commits or rolls back with the scores. Then ``committed`` or ``rolled_back`` is called.
+    """
+
+    def before_latest(
+        self, connection: Connection, rows: Sequence[tuple[ScoreRow, int]]
+    ) -> None: ...
+
+    def committed(self) -> None: ...
+
+    def rolled_back(self) -> None: ...
+
+
 @dataclass
 class _Submission:
     rows: Sequence[ScoreRow]
@@ -254,7 +271,14 @@ class ScoreLog:
     connection (call them from a thread pool in async code).
     """
 
-    def __init__(self, engine: Engine, *, max_batch_rows: int = 2000, linger_s: float = 0.0):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch_rows: int = 2000,
+        linger_s: float = 0.0,
+        listener: WriteListener | None = None,
+    ):
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be at least 1")
         if linger_s < 0:
@@ -263,6 +287,7 @@ class ScoreLog:
         self._writer = writer(engine)
         self._max_batch_rows = max_batch_rows
         self._linger_s = linger_s
+        self._listener = listener
         self._dialect = engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the scoring log needs SQLite or PostgreSQL, not {self._dialect}")
@@ -428,6 +453,8 @@ class ScoreLog:
             with write_turn(self._engine), self._writer.begin() as connection:
                 ids = self._write(connection, rows)
         except Exception as exc:
+            if self._listener is not None:
+                self._listener.rolled_back()
             if len(live) > 1 and not is_unavailable(exc):
                 # One request's rows were refused (a value the database cannot store):
                 # commit the halves apart, so only that request fails, in O(log n) tries.
@@ -447,6 +474,8 @@ class ScoreLog:
             return
         self.commits += 1
         self.rows_committed += len(rows)
+        if self._listener is not None:
+            self._listener.committed()
         start = 0
         for submission in live:
             end = start + len(submission.rows)
@@ -470,6 +499,8 @@ class ScoreLog:
         # lead order: concurrent writers (several API processes) then lock rows in the same
         # order and cannot deadlock.
         latest = [_latest_values(*newest[lead]) for lead in sorted(newest)]
+        if self._listener is not None:
+            self._listener.before_latest(connection, numbered)
         connection.execute(_UPSERT_LATEST, latest)
         return ids
 

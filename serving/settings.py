@@ -142,6 +142,40 @@ class ServingSettings(BaseSettings):
         le=1_000_000,
         description="Inputs deleted per transaction: a backlog goes in short transactions.",
     )
+    # -- score-change events and webhooks (serving.webhooks) ------------------------
+    events_min_score_change: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Also write a lead.score_changed event when a lead's score moves by at "
+        "least this many points (0: only category and grade changes make events).",
+    )
+    webhooks_worker: bool = Field(
+        True, description="Deliver webhooks from this process (a background thread)."
+    )
+    webhooks_allow_internal: bool = Field(
+        False,
+        description="Allow webhook URLs on loopback, private, link-local or otherwise "
+        "internal addresses (off: such targets are refused, against SSRF).",
+    )
+    webhook_connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    webhook_read_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A receiver must answer within this long."
+    )
+    webhook_max_attempts: int = Field(
+        10, ge=1, le=50, description="Tries before a delivery is dead-lettered."
+    )
+    webhook_backoff_s: float = Field(
+        5.0, gt=0, description="Wait after the first failed try; doubled after each one."
+    )
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest wait between tries.")
+    webhook_concurrency: int = Field(
+        8, ge=1, le=64, description="Deliveries in flight at once per worker process."
+    )
+    webhook_poll_s: float = Field(
+        1.0, gt=0, description="How often the outbox is read when nothing woke the worker."
+    )
+    webhook_max_subscriptions: int = Field(100, ge=1, le=10_000)
 
     @field_validator(
         "api_keys_crm", "api_keys_sales", "api_keys_admin", "api_keys_metrics", mode="before"

@@ -97,7 +97,7 @@ def write_log(
         migrate(engine)
         log = ScoreLog(engine, max_batch_rows=LOG_ROWS)
         log.start()
-        pending: deque[Future[None]] = deque()
+        pending: deque[Future[list[int]]] = deque()
         try:
             with bar("scoring log", total, "leads") as progress:
                 for batch in pq.ParquetFile(stage).iter_batches(batch_size=LOG_ROWS):
