@@ -53,8 +53,9 @@ def closed_port() -> int:
 
 
 @contextmanager
-def receiver() -> Iterator[Receiver]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def receiver(port: int = 0) -> Iterator[Receiver]:
+    """Listening on ``port`` (0: any free one) until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     state = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hook")
     server.state = state  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
