@@ -6,6 +6,10 @@
   neither exists without the other (a transactional outbox). Append-only; ids increase,
   so a lead's events are ordered by id.
 * ``webhook_subscriptions``: who wants which event types, where, signed with what secret.
+* ``lead_display``: what sales see of a lead besides its score (name, company, title: the
+  spec's display fields), the latest values the CRM sent, one row per lead. Kept out of
+  ``scores`` and the stored inputs on purpose: the log is audit and training data, and
+  personal data in it would be copied wherever the log goes.
 * ``webhook_deliveries``: one row per (event, subscription): the outbox's read side. The
   delivery worker claims due rows with a lease, so several worker processes never send
   the same row at once, and a process killed mid-send leaves a lease that simply expires.
@@ -87,3 +91,11 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_subscription_id_status", "subscription_id", "status"),
     )
+
+
+class LeadDisplay(Base):
+    __tablename__ = "lead_display"
+
+    lead_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fields: Mapped[dict[str, str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -141,6 +141,9 @@ class ScoreRow:
     policy_version: str | None = None
     input: bytes | None = None
     """The packed model input (:func:`scorelog.inputs.pack_input`); None keeps none."""
+    display: Mapping[str, str] | None = None
+    """The lead's display fields (name, company, ...): kept apart from ``scores`` by a
+    listener (``scorelog.display``), never in the log itself."""
 
     def __post_init__(self) -> None:
         _check_text(
@@ -277,7 +280,7 @@ class ScoreLog:
         *,
         max_batch_rows: int = 2000,
         linger_s: float = 0.0,
-        listener: WriteListener | None = None,
+        listeners: Sequence[WriteListener] = (),
     ):
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be at least 1")
@@ -287,7 +290,7 @@ class ScoreLog:
         self._writer = writer(engine)
         self._max_batch_rows = max_batch_rows
         self._linger_s = linger_s
-        self._listener = listener
+        self._listeners = tuple(listeners)
         self._dialect = engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the scoring log needs SQLite or PostgreSQL, not {self._dialect}")
@@ -453,8 +456,8 @@ class ScoreLog:
             with write_turn(self._engine), self._writer.begin() as connection:
                 ids = self._write(connection, rows)
         except Exception as exc:
-            if self._listener is not None:
-                self._listener.rolled_back()
+            for listener in self._listeners:
+                listener.rolled_back()
             if len(live) > 1 and not is_unavailable(exc):
                 # One request's rows were refused (a value the database cannot store):
                 # commit the halves apart, so only that request fails, in O(log n) tries.
@@ -474,8 +477,8 @@ class ScoreLog:
             return
         self.commits += 1
         self.rows_committed += len(rows)
-        if self._listener is not None:
-            self._listener.committed()
+        for listener in self._listeners:
+            listener.committed()
         start = 0
         for submission in live:
             end = start + len(submission.rows)
@@ -499,8 +502,8 @@ class ScoreLog:
         # lead order: concurrent writers (several API processes) then lock rows in the same
         # order and cannot deadlock.
         latest = [_latest_values(*newest[lead]) for lead in sorted(newest)]
-        if self._listener is not None:
-            self._listener.before_latest(connection, numbered)
+        for listener in self._listeners:
+            listener.before_latest(connection, numbered)
         connection.execute(_UPSERT_LATEST, latest)
         return ids
 
@@ -577,9 +580,8 @@ class ScoreLog:
 
     def history(self, lead_id: str, limit: int = 50) -> list[ScoreRow]:
         """A lead's scores, newest first (without their inputs: see :mod:`scorelog.history`)."""
-        columns = [
-            Score.__table__.c[name] for name in ScoreRow.__dataclass_fields__ if name != "input"
-        ]
+        table = Score.__table__.c
+        columns = [table[name] for name in ScoreRow.__dataclass_fields__ if name in table]
         query = (
             select(*columns)
             .where(Score.lead_id == lead_id)

@@ -27,10 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.spec import load_spec
+from scorelog.display import DisplayWriter
 from scorelog.engine import make_engine
 from scorelog.events import ChangeEvents
 from scorelog.store import ScoreLog
-from serving import board, lifecycle, metrics, retention
+from serving import board, lifecycle, metrics, retention, today
 from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits, ConcurrencyLimit
 from serving.model_store import ModelStore
@@ -93,6 +94,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(health.router(settings))
     app.include_router(board.router(settings))
     app.include_router(webhooks.router())
+    app.include_router(today.router(settings))
     install_openapi(app, settings.docs)
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_queue)
@@ -108,7 +110,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.database_url_resolved(), sqlite_synchronous=settings.sqlite_synchronous
     )
     events = ChangeEvents(min_score_change=settings.events_min_score_change)
-    scorelog = ScoreLog(engine, listener=events)
+    scorelog = ScoreLog(engine, listeners=[events, DisplayWriter()])
     scorelog.start()
     app.state.scorelog = scorelog
     app.state.engine = engine

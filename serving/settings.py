@@ -7,6 +7,7 @@ reprs or error messages.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +24,8 @@ Exposure = Literal["off", "key", "public"]
 #: ~144 bits. ``make run`` writes 32-character random keys.
 MIN_KEY_LENGTH = 24
 #: The placeholders of `.env.example`: a copied example must not become a deployment.
+#: A rep's name in LEADSCORE_BOARD_REPS: shown on the board and used in its links.
+REP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$")
 EXAMPLE_KEYS = frozenset(
     {"change-me-crm", "change-me-sales", "change-me-admin", "change-me-metrics"}
 )
@@ -176,6 +179,31 @@ class ServingSettings(BaseSettings):
         1.0, gt=0, description="How often the outbox is read when nothing woke the worker."
     )
     webhook_max_subscriptions: int = Field(100, ge=1, le=10_000)
+
+    # -- the board's day (serving.today) --------------------------------------------
+    board_daily_capacity: int = Field(
+        20,
+        ge=1,
+        le=500,
+        description="Leads in the 'today' list when no reps are named in board_reps.",
+    )
+    board_reps: dict[str, int] = Field(
+        default_factory=dict,
+        description='Reps and how many leads each works a day, as JSON: {"Ana": 15, '
+        '"Ben": 20}. Empty: one list for the team of board_daily_capacity.',
+    )
+
+    @field_validator("board_reps")
+    @classmethod
+    def _reps_sane(cls, reps: dict[str, int]) -> dict[str, int]:
+        for name, capacity in reps.items():
+            if not REP_NAME.match(name):
+                raise ValueError("rep names are 1-40 letters, digits, spaces or . _ -")
+            if not 1 <= capacity <= 500:
+                raise ValueError("a rep's daily capacity is between 1 and 500")
+        if len(reps) > 200:
+            raise ValueError("at most 200 reps")
+        return reps
 
     @field_validator(
         "api_keys_crm", "api_keys_sales", "api_keys_admin", "api_keys_metrics", mode="before"

@@ -34,7 +34,7 @@ def engine(db_url: str) -> Iterator[Engine]:  # noqa: F811
 
 @pytest.fixture
 def log(engine: Engine) -> Iterator[ScoreLog]:
-    scorelog = ScoreLog(engine, listener=ChangeEvents(min_score_change=10))
+    scorelog = ScoreLog(engine, listeners=[ChangeEvents(min_score_change=10)])
     scorelog.start()
     yield scorelog
     scorelog.close()

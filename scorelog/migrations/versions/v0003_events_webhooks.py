@@ -1,4 +1,4 @@
-"""Score-change events (the outbox) and webhook subscriptions and deliveries.
+"""Score-change events (the outbox), webhook subscriptions and deliveries, lead display fields.
 
 Revision ID: 0003
 Revises: 0002
@@ -94,8 +94,17 @@ def upgrade() -> None:
         ["subscription_id", "status"],
     )
 
+    op.create_table(
+        "lead_display",
+        sa.Column("lead_id", sa.String(128), nullable=False),
+        sa.Column("fields", sa.JSON(), nullable=False),
+        sa.Column("updated_at", _TS, nullable=False),
+        sa.PrimaryKeyConstraint("lead_id", name="pk_lead_display"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("lead_display")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_subscriptions")
     op.drop_table("score_events")
