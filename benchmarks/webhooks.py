@@ -1,11 +1,12 @@
 """What events and webhooks cost scoring, and how fast deliveries go.
 
-    python -m benchmarks.webhooks [--seconds 10] [--leads 20000]
+    python -m benchmarks.webhooks [--seconds 10] [--leads 20000] [--repeat 2]
 
 Trains a champion on sample data in a throw-away folder (``benchmarks.serving.prepare``),
 runs the service (one worker per core, durable SQLite log) and a webhook receiver on
 loopback (a threaded ``http.server`` in this process), and drives single-lead requests
-with ``wrk`` at 32 connections in three rounds, each on a fresh database:
+with ``wrk`` at 32 connections in three rounds, each on a fresh database, each run
+``--repeat`` times in alternating order (the machine's load drifts):
 
 1. ``no event``: the same lead again and again (unchanged: no event is written);
 2. ``event, no subscriber``: a new lead per request (a ``lead.created`` event each);
@@ -113,7 +114,7 @@ def run_round(
 ) -> dict[str, float]:  # fmt: skip
     """One service on a fresh database: wrk at 32 connections, then (hook) the drain."""
     port = _free_port()
-    db = home / f"{name.replace(' ', '-')}.db"
+    db = home / f"{name.replace(' ', '-').replace(',', '')}-{time.monotonic_ns()}.db"
     round_env = env | {"LEADSCORE_DATABASE_URL": f"sqlite:///{db}"}
     command = [sys.executable, "-m", "serving", "--port", str(port),
                "--workers", str(os.cpu_count() or 1)]  # fmt: skip
@@ -188,6 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each round")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package 'wrk'; `make bench` installs it)")
@@ -206,24 +208,30 @@ def main() -> None:
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
     }
     calm: list[float] = []
-    rounds = {
-        name: run_round(
-            name, home, env, lead, args, hook if name == "event + webhook" else None, calm
-        )
-        for name in ("no event", "event, no subscriber", "event + webhook")
-    }
+    names = ("no event", "event, no subscriber", "event + webhook")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for repeat in range(args.repeat):  # ABC CBA ...: drifting load hits every round alike
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            hook_url = hook if name == "event + webhook" else None
+            runs[name].append(run_round(name, home, env, lead, args, hook_url, calm))
     server.shutdown()
-    base = rounds["no event"]["rps"]
+    rps = {name: statistics.mean(r["rps"] for r in rounds) for name, rounds in runs.items()}
     print(f"\nsingle-lead requests, wrk {args.seconds}s at 32 connections, "
-          f"{os.cpu_count()} workers, SQLite synchronous=FULL")  # fmt: skip
-    print(f"{'round':<24}{'req/s':>9}{'vs no event':>13}{'non-2xx':>9}")
-    for name, r in rounds.items():
-        print(f"{name:<24}{r['rps']:>9.0f}{r['rps'] / base:>12.2f}x{r['non_2xx']:>9.0f}")
-    hooked = rounds["event + webhook"]
-    print(f"deliveries: {hooked['delivered']:.0f} of {hooked['events']:.0f} events "
-          f"({hooked['duplicates']:.0f} duplicates), "
-          f"{hooked['deliveries_per_s']:.0f}/s from the first request to the last delivery "
-          f"(backlog drained {hooked['drain_s']:.1f} s after the load stopped)")  # fmt: skip
+          f"{os.cpu_count()} workers, SQLite synchronous=FULL, mean of {args.repeat} runs "
+          f"per round in alternating order (load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(f"{'round':<24}{'req/s':>9}{'vs no event':>13}{'runs':>18}")
+    for name, rounds in runs.items():
+        each = "/".join(f"{r['rps']:.0f}" for r in rounds)
+        print(f"{name:<24}{rps[name]:>9.0f}{rps[name] / rps['no event']:>12.2f}x{each:>18}")
+    hooked = runs["event + webhook"]
+    events = sum(r["events"] for r in hooked)
+    delivered = sum(r["delivered"] for r in hooked)
+    duplicates = sum(r["duplicates"] for r in hooked)
+    rate = statistics.mean(r["deliveries_per_s"] for r in hooked)
+    drain = statistics.mean(r["drain_s"] for r in hooked)
+    print(f"deliveries: {delivered:.0f} of {events:.0f} events ({duplicates:.0f} duplicates), "
+          f"{rate:.0f}/s from the first request to the last delivery "
+          f"(backlog drained {drain:.1f} s after the load stopped)")  # fmt: skip
     p50 = statistics.median(calm)
     print(f"delivery latency at ~50 leads/s (commit -> receiver): p50 {p50:.1f} ms, "
           f"p99 {_pct(calm, 0.99):.1f} ms over {len(calm)} events")  # fmt: skip

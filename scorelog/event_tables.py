@@ -99,3 +99,16 @@ class LeadDisplay(Base):
     lead_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     fields: Mapped[dict[str, str]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RescoreRun(Base):
+    """One run of ``leadscore rescore`` (or of the service's periodic rescore)."""
+
+    __tablename__ = "rescore_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    open_leads: Mapped[int] = mapped_column(Integer, default=0)
+    rescored: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)

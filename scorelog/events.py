@@ -348,10 +348,10 @@ def events_since(engine: Engine, since: datetime, limit: int = 10_000) -> list[E
         return [_event(r) for r in connection.execute(query)]
 
 
-def get_events(engine: Engine, ids: Sequence[int]) -> dict[int, Event]:
+def events_by_id(connection: Connection, ids: Sequence[int]) -> dict[int, Event]:
+    """These events by id (on the caller's connection, e.g. inside its transaction)."""
     found: dict[int, Event] = {}
-    with engine.connect() as connection:
-        for chunk in _chunks(list(ids)):
-            query = select(*_EVENT_COLUMNS).where(ScoreEvent.id.in_(chunk))
-            found.update({r.id: _event(r) for r in connection.execute(query)})
+    for chunk in _chunks(list(ids)):
+        query = select(*_EVENT_COLUMNS).where(ScoreEvent.id.in_(chunk))
+        found.update({r.id: _event(r) for r in connection.execute(query)})
     return found

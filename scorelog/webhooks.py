@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, Select, delete, func, insert, or_, se
 
 from scorelog.engine import write_turn, writer
 from scorelog.event_tables import ScoreEvent, WebhookDelivery, WebhookSubscription
-from scorelog.events import Event, get_events
+from scorelog.events import Event, events_by_id
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
@@ -182,64 +182,121 @@ def delete_subscription(engine: Engine, subscription_id: str) -> bool:
 
 def fan_out(engine: Engine, limit: int = _FAN_OUT_BATCH) -> int:
     """Make the deliveries of up to ``limit`` new events; how many deliveries were made."""
-    now = datetime.now(UTC)
     with write_turn(engine), writer(engine).begin() as connection:
-        query = (
-            select(ScoreEvent.id, ScoreEvent.types)
-            .where(ScoreEvent.fanned_out.is_(False))
-            .order_by(ScoreEvent.id)
-            .limit(limit)
-        )
-        events = connection.execute(_skip_locked(connection, query)).all()
-        if not events:
-            return 0
-        subscriptions = connection.execute(select(S.id, S.event_types)).all()
-        rows = [
-            {
-                "subscription_id": subscription_id,
-                "event_id": event_id,
-                "status": PENDING,
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-            }
-            for event_id, types in events
-            for subscription_id, wanted in subscriptions
-            if set(types) & set(wanted)
-        ]
-        if rows:
-            connection.execute(insert(D), rows)
-        ids = [event_id for event_id, _ in events]
-        connection.execute(update(ScoreEvent).where(ScoreEvent.id.in_(ids)).values(fanned_out=True))
-    return len(rows)
+        return _fan_out(connection, datetime.now(UTC), limit)
 
 
 def claim_due(engine: Engine, *, limit: int, lease_s: float) -> list[Claim]:
     """Lease up to ``limit`` due deliveries for ``lease_s`` seconds, oldest due first."""
-    now = datetime.now(UTC)
-    free = or_(D.lease_until.is_(None), D.lease_until < now)
     with write_turn(engine), writer(engine).begin() as connection:
-        query = (
-            select(D.id)
-            .where(D.status == PENDING, D.next_attempt_at <= now, free)
-            .order_by(D.next_attempt_at, D.id)
-            .limit(limit)
+        return _claim(connection, datetime.now(UTC), limit, lease_s)
+
+
+def record_results(engine: Engine, results: Sequence[Result], backoff: Backoff) -> list[str]:
+    """Store tries' outcomes in one transaction; the new status of each, in order."""
+    with write_turn(engine), writer(engine).begin() as connection:
+        return _record(connection, results, backoff)
+
+
+@dataclass(frozen=True)
+class Cycle:
+    statuses: list[str]
+    claims: list[Claim]
+
+
+def cycle(
+    engine: Engine,
+    results: Sequence[Result],
+    backoff: Backoff,
+    *,
+    claim_limit: int,
+    lease_s: float,
+    fan_out_limit: int = _FAN_OUT_BATCH,
+) -> Cycle:
+    """One turn of the delivery worker in ONE transaction: record finished tries, fan out
+    new events, lease due deliveries. A commit costs an fsync; three per turn capped
+    deliveries near 100/s. With nothing to record, fan out or claim (one indexed read
+    each, no write lock) it writes nothing at all."""
+    now = datetime.now(UTC)
+    if not results and not _anything_to_do(engine, now, claim_limit):
+        return Cycle([], [])
+    with write_turn(engine), writer(engine).begin() as connection:
+        statuses = _record(connection, results, backoff) if results else []
+        _fan_out(connection, now, fan_out_limit)
+        claims = _claim(connection, now, claim_limit, lease_s) if claim_limit > 0 else []
+    return Cycle(statuses, claims)
+
+
+def _anything_to_do(engine: Engine, now: datetime, claim_limit: int) -> bool:
+    with engine.connect() as connection:
+        if connection.execute(
+            select(ScoreEvent.id).where(ScoreEvent.fanned_out.is_(False)).limit(1)
+        ).first():
+            return True
+        if claim_limit <= 0:
+            return False
+        due = select(D.id).where(
+            D.status == PENDING,
+            D.next_attempt_at <= now,
+            or_(D.lease_until.is_(None), D.lease_until < now),
         )
-        ids = list(connection.execute(_skip_locked(connection, query)).scalars())
-        if not ids:
-            return []
-        lease = now + timedelta(seconds=lease_s)
-        # The status and lease are checked again: a concurrent claimer (PostgreSQL, READ
-        # COMMITTED) that waited for this row re-reads it and finds it taken.
-        connection.execute(
-            update(D).where(D.id.in_(ids), D.status == PENDING, free).values(lease_until=lease)
-        )
-        rows = connection.execute(
-            select(D.id, D.subscription_id, S.url, S.secret, D.attempts, D.event_id)
-            .join(S, S.id == D.subscription_id)
-            .where(D.id.in_(ids), D.lease_until == lease)
-        ).all()
-    events = get_events(engine, [row.event_id for row in rows])
+        return connection.execute(due.limit(1)).first() is not None
+
+
+def _fan_out(connection: Connection, now: datetime, limit: int) -> int:
+    query = (
+        select(ScoreEvent.id, ScoreEvent.types)
+        .where(ScoreEvent.fanned_out.is_(False))
+        .order_by(ScoreEvent.id)
+        .limit(limit)
+    )
+    events = connection.execute(_skip_locked(connection, query)).all()
+    if not events:
+        return 0
+    subscriptions = connection.execute(select(S.id, S.event_types)).all()
+    rows = [
+        {
+            "subscription_id": subscription_id,
+            "event_id": event_id,
+            "status": PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        for event_id, types in events
+        for subscription_id, wanted in subscriptions
+        if set(types) & set(wanted)
+    ]
+    if rows:
+        connection.execute(insert(D), rows)
+    ids = [event_id for event_id, _ in events]
+    connection.execute(update(ScoreEvent).where(ScoreEvent.id.in_(ids)).values(fanned_out=True))
+    return len(rows)
+
+
+def _claim(connection: Connection, now: datetime, limit: int, lease_s: float) -> list[Claim]:
+    free = or_(D.lease_until.is_(None), D.lease_until < now)
+    query = (
+        select(D.id)
+        .where(D.status == PENDING, D.next_attempt_at <= now, free)
+        .order_by(D.next_attempt_at, D.id)
+        .limit(limit)
+    )
+    ids = list(connection.execute(_skip_locked(connection, query)).scalars())
+    if not ids:
+        return []
+    lease = now + timedelta(seconds=lease_s)
+    # The status and lease are checked again: a concurrent claimer (PostgreSQL, READ
+    # COMMITTED) that waited for this row re-reads it and finds it taken.
+    connection.execute(
+        update(D).where(D.id.in_(ids), D.status == PENDING, free).values(lease_until=lease)
+    )
+    rows = connection.execute(
+        select(D.id, D.subscription_id, S.url, S.secret, D.attempts, D.event_id)
+        .join(S, S.id == D.subscription_id)
+        .where(D.id.in_(ids), D.lease_until == lease)
+    ).all()
+    events = events_by_id(connection, [row.event_id for row in rows])
     return [
         Claim(row.id, row.subscription_id, row.url, row.secret, row.attempts, events[row.event_id])
         for row in rows
@@ -254,34 +311,42 @@ def _skip_locked(connection: Connection, query: Select[Any]) -> Select[Any]:
     return query
 
 
-def record_results(engine: Engine, results: Sequence[Result], backoff: Backoff) -> list[str]:
-    """Store tries' outcomes in one transaction; the new status of each, in order."""
+def _record(connection: Connection, results: Sequence[Result], backoff: Backoff) -> list[str]:
     statuses = []
-    with write_turn(engine), writer(engine).begin() as connection:
-        query = select(D.id, D.attempts).where(D.id.in_([r.delivery_id for r in results]))
-        attempts: dict[int, int] = {row.id: row.attempts for row in connection.execute(query)}
-        for result in results:
-            if result.delivery_id not in attempts:  # its subscription was deleted meanwhile
-                statuses.append("deleted")
-                continue
-            tries = attempts[result.delivery_id] + 1
-            values: dict[str, Any] = {
-                "attempts": tries,
-                "lease_until": None,
-                "last_attempt_at": result.at,
-                "last_status": result.status,
-                "last_error": None if result.ok else (result.error or "failed")[:200],
-            }
-            if result.ok:
-                values |= {"status": DELIVERED, "delivered_at": result.at}
-            elif tries >= backoff.max_attempts:
-                values |= {"status": DEAD}
-            else:
-                wait = timedelta(seconds=backoff.delay_s(tries))
-                values |= {"next_attempt_at": result.at + wait}
-            connection.execute(update(D).where(D.id == result.delivery_id).values(**values))
-            statuses.append(values.get("status", PENDING))
+    query = select(D.id, D.attempts).where(D.id.in_([r.delivery_id for r in results]))
+    attempts: dict[int, int] = {row.id: row.attempts for row in connection.execute(query)}
+    for result in results:
+        if result.delivery_id not in attempts:  # its subscription was deleted meanwhile
+            statuses.append("deleted")
+            continue
+        tries = attempts[result.delivery_id] + 1
+        values: dict[str, Any] = {
+            "attempts": tries,
+            "lease_until": None,
+            "last_attempt_at": result.at,
+            "last_status": result.status,
+            "last_error": None if result.ok else (result.error or "failed")[:200],
+        }
+        if result.ok:
+            values |= {"status": DELIVERED, "delivered_at": result.at}
+        elif tries >= backoff.max_attempts:
+            values |= {"status": DEAD}
+        else:
+            wait = timedelta(seconds=backoff.delay_s(tries))
+            values |= {"next_attempt_at": result.at + wait}
+        connection.execute(update(D).where(D.id == result.delivery_id).values(**values))
+        statuses.append(values.get("status", PENDING))
     return statuses
+
+
+def prune_delivered(engine: Engine, older_than: datetime, limit: int = 10_000) -> int:
+    """Forget up to ``limit`` deliveries delivered before ``older_than`` (the events stay)."""
+    with write_turn(engine), writer(engine).begin() as connection:
+        ids = select(D.id).where(D.status == DELIVERED, D.delivered_at < older_than).limit(limit)
+        doomed = list(connection.execute(ids).scalars())
+        if doomed:
+            connection.execute(delete(D).where(D.id.in_(doomed)))
+    return len(doomed)
 
 
 def replay(engine: Engine, subscription_id: str, delivery_id: int | None = None) -> int:

@@ -179,6 +179,23 @@ class ServingSettings(BaseSettings):
         1.0, gt=0, description="How often the outbox is read when nothing woke the worker."
     )
     webhook_max_subscriptions: int = Field(100, ge=1, le=10_000)
+    webhook_keep_delivered_days: float = Field(
+        7.0, gt=0, description="Delivered deliveries are forgotten after this long."
+    )
+
+    rescore_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Re-score every open lead as of now this often, in the service (one "
+        "process at a time; 0: never, run `leadscore rescore` from a scheduler instead).",
+    )
+    rescore_batch_size: int = Field(
+        1000,
+        ge=1,
+        le=50_000,
+        description="Leads per commit of the in-service rescore (small: live scores share "
+        "the writer and should not wait behind a long commit).",
+    )
 
     # -- the board's day (serving.today) --------------------------------------------
     board_daily_capacity: int = Field(

@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -36,10 +36,10 @@ from scorelog.webhooks import (
     Backoff,
     Claim,
     Result,
-    claim_due,
-    fan_out,
+    cycle,
     message_id,
     open_counts,
+    prune_delivered,
     record_results,
 )
 from serving import metrics
@@ -48,6 +48,7 @@ from serving.webhooks import sender, signing
 
 log = logging.getLogger(__name__)
 GAUGE_REFRESH_S = 5.0
+PRUNE_EVERY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class WorkerConfig:
     concurrency: int
     poll_s: float
     allow_internal: bool
+    keep_delivered: timedelta = timedelta(days=7)
 
     @property
     def lease_s(self) -> float:
@@ -77,6 +79,7 @@ class WorkerConfig:
             concurrency=settings.webhook_concurrency,
             poll_s=settings.webhook_poll_s,
             allow_internal=settings.webhooks_allow_internal,
+            keep_delivered=timedelta(days=settings.webhook_keep_delivered_days),
         )
 
 
@@ -101,6 +104,7 @@ class DeliveryWorker:
         self._in_flight = 0
         self._gauges: set[tuple[str, str]] = set()
         self._gauges_at = 0.0
+        self._pruned_at = time.monotonic()
 
     def wake(self) -> None:
         """Look at the outbox now (called after a commit that wrote events)."""
@@ -138,16 +142,24 @@ class DeliveryWorker:
                 log.warning("recording the last webhook tries failed: %s", describe_error(exc))
 
     def _step(self, pool: ThreadPoolExecutor) -> None:
-        self._record()
-        fan_out(self._engine)
-        free = self._config.concurrency - self._in_flight
-        if free > 0:
-            claims = claim_due(self._engine, limit=free, lease_s=self._config.lease_s)
-            for claim in claims:
-                self._in_flight += 1
-                pool.submit(self._try, claim)
+        done = self._finished()
+        self._in_flight -= len(done)
+        turn = cycle(
+            self._engine,
+            done,
+            self._config.backoff,
+            claim_limit=self._config.concurrency - self._in_flight,
+            lease_s=self._config.lease_s,
+        )
+        self._count(done, turn.statuses)
+        for claim in turn.claims:
+            self._in_flight += 1
+            pool.submit(self._try, claim)
         if time.monotonic() - self._gauges_at > GAUGE_REFRESH_S:
             self._refresh_gauges()
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            prune_delivered(self._engine, datetime.now(UTC) - self._config.keep_delivered)
 
     def _try(self, claim: Claim) -> None:
         try:
@@ -176,17 +188,22 @@ class DeliveryWorker:
         )
         self._wake.set()
 
-    def _record(self) -> None:
+    def _finished(self) -> list[Result]:
         done: list[Result] = []
         while True:
             try:
                 done.append(self._results.get_nowait())
             except queue.Empty:
-                break
-        if not done:
-            return
-        self._in_flight -= len(done)
-        statuses = record_results(self._engine, done, self._config.backoff)
+                return done
+
+    def _record(self) -> None:
+        """Store what is left when stopping (no new claims)."""
+        done = self._finished()
+        if done:
+            self._in_flight -= len(done)
+            self._count(done, record_results(self._engine, done, self._config.backoff))
+
+    def _count(self, done: list[Result], statuses: list[str]) -> None:
         for result, status in zip(done, statuses, strict=True):
             outcome = "delivered" if status == DELIVERED else "dead" if status == DEAD else "failed"
             metrics.WEBHOOK_TRIES.labels(result.subscription_id, outcome).inc()

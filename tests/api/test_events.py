@@ -7,7 +7,7 @@ last test crosses a lead from mql to sql through the real API and model.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,15 @@ from sqlalchemy import Engine
 
 from scorelog import ScoreLog, ScoreRow, make_engine, migrate
 from scorelog.events import ChangeEvents, Event, lead_events, reason_changes
-from scorelog.webhooks import claim_due, create_subscription, fan_out
+from scorelog.webhooks import (
+    Backoff,
+    Result,
+    claim_due,
+    create_subscription,
+    fan_out,
+    prune_delivered,
+    record_results,
+)
 from serving.app import create_app
 from tests.api.test_api import CRM, lead, make_settings
 from tests.api.test_board import NOW, score_row
@@ -115,6 +123,16 @@ def test_deliveries_are_claimed_once_while_leased(log: ScoreLog, engine: Engine)
     first = claim_due(engine, limit=10, lease_s=60)
     assert sorted(c.event.lead_id for c in first) == ["L-4", "L-5"]
     assert claim_due(engine, limit=10, lease_s=60) == []
+    at = datetime.now(UTC)
+    results = [
+        Result(c.delivery_id, c.subscription_id, ok, 204 if ok else 500, None, at, at)
+        for c, ok in zip(first, (True, False), strict=True)
+    ]
+    backoff = Backoff(base_s=60, cap_s=60, max_attempts=5)
+    assert record_results(engine, results, backoff) == ["delivered", "pending"]
+    assert prune_delivered(engine, at - timedelta(seconds=1)) == 0  # delivered just now
+    assert prune_delivered(engine, at + timedelta(seconds=1)) == 1
+    assert claim_due(engine, limit=10, lease_s=60) == []  # the failure waits its backoff
 
 
 def test_reason_changes_rank_by_effect_and_say_how() -> None:

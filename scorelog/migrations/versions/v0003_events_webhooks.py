@@ -1,4 +1,5 @@
-"""Score-change events (the outbox), webhook subscriptions and deliveries, lead display fields.
+"""Score-change events (the outbox), webhook subscriptions and deliveries, lead display
+fields, rescore runs.
 
 Revision ID: 0003
 Revises: 0002
@@ -102,8 +103,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("lead_id", name="pk_lead_display"),
     )
 
+    op.create_table(
+        "rescore_runs",
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("started_at", _TS, nullable=False),
+        sa.Column("finished_at", _TS, nullable=True),
+        sa.Column("open_leads", sa.Integer(), nullable=False),
+        sa.Column("rescored", sa.Integer(), nullable=False),
+        sa.Column("events", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_rescore_runs"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("rescore_runs")
     op.drop_table("lead_display")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_subscriptions")
