@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, exists, select
 
 from scorelog.events import CREATED, Event, events_since
 from scorelog.store import RankedLead
-from scorelog.tables import LeadLatest, Outcome
+from scorelog.tables import LeadLatest, Outcome, ScoreInput
 
 #: Outcomes that mean someone already talked to the lead (or it is decided).
 CONTACT_OUTCOMES = ("contacted", "qualified", "disqualified", "won", "lost")
@@ -116,3 +116,44 @@ def _better(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     if new["score"] != old["score"]:
         return bool(new["score"] > old["score"])
     return _GRADE.get(new["grade"], 9) < _GRADE.get(old["grade"], 9)
+
+
+@dataclass(frozen=True)
+class OpenLead:
+    """A lead not yet won, lost or disqualified: its latest score and the input scored."""
+
+    lead_id: str
+    score: int
+    grade: str
+    category: str
+    acquisition_source: str | None
+    packed: bytes | None  # None: the input was never stored, or retention pruned it
+
+
+def iter_open_leads(engine: Engine, batch_size: int = 5000) -> Iterator[list[OpenLead]]:
+    """Every open lead, in lead id order, ``batch_size`` at a time (keyset pages)."""
+    closed = exists().where(
+        Outcome.lead_id == LeadLatest.lead_id, Outcome.outcome.in_(CLOSED_OUTCOMES)
+    )
+    after = ""
+    while True:
+        query = (
+            select(
+                LeadLatest.lead_id,
+                LeadLatest.score,
+                LeadLatest.grade,
+                LeadLatest.category,
+                LeadLatest.acquisition_source,
+                ScoreInput.packed,
+            )
+            .outerjoin(ScoreInput, ScoreInput.score_id == LeadLatest.score_id)
+            .where(~closed, LeadLatest.lead_id > after)
+            .order_by(LeadLatest.lead_id)
+            .limit(batch_size)
+        )
+        with engine.connect() as connection:
+            page = [OpenLead(*row) for row in connection.execute(query)]
+        if not page:
+            return
+        yield page
+        after = page[-1].lead_id

@@ -38,6 +38,7 @@ from serving.model_store import ModelStore
 from serving.openapi import install_openapi
 from serving.problems import install_problem_handlers
 from serving.readiness import Readiness, watch_storage
+from serving.rescore import rescore_if_due
 from serving.routes import admin, health, leads, outcomes, scores, scoring, webhooks
 from serving.security import FailedAuthLimiter, KeyRing
 from serving.settings import ServingSettings
@@ -131,6 +132,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tasks.append(asyncio.create_task(retention.prune_periodically(engine, settings)))
     worker = _start_webhooks(engine, settings, events)
     app.state.webhook_worker = worker
+    if settings.rescore_interval_s:
+        tasks.append(asyncio.create_task(_rescore_periodically(scorelog, store, events, settings)))
     lifecycle.drain_on_sigterm(readiness, settings.shutdown_grace_s)
     try:
         yield
@@ -160,6 +163,18 @@ def _start_webhooks(
     events.subscribe(worker.wake)
     worker.start()
     return worker
+
+
+async def _rescore_periodically(
+    scorelog: ScoreLog, store: ModelStore, events: ChangeEvents, settings: ServingSettings
+) -> None:
+    """Scores that age (``serving.rescore``): every ``rescore_interval_s``, in one process."""
+    while True:
+        await asyncio.sleep(lifecycle.jittered(settings.rescore_interval_s))
+        try:
+            await run_in_threadpool(rescore_if_due, scorelog, store.current, events, settings)
+        except Exception:  # the database or the model failed: try again next time
+            log.exception("the periodic rescore failed")
 
 
 async def _keep_model_current(store: ModelStore, settings: ServingSettings) -> None:

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from scorelog import ScoreLog, ScoreRow, make_engine, migrate
+from scorelog import ScoreLog, ScoreRow
 from scorelog.events import ChangeEvents, Event, lead_events, reason_changes
 from scorelog.webhooks import (
     Backoff,
@@ -29,15 +29,9 @@ from scorelog.webhooks import (
 from serving.app import create_app
 from tests.api.test_api import CRM, lead, make_settings
 from tests.api.test_board import NOW, score_row
-from tests.api.test_storage import db_url  # noqa: F401 (the SQLite/PostgreSQL fixture)
+from tests.scorelog_db import db_url, engine
 
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:  # noqa: F811
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+__all__ = ["db_url", "engine"]  # fixtures used by the tests below
 
 
 @pytest.fixture
