@@ -166,6 +166,20 @@ class TextField(_FieldBase):
     max_length: int = Field(500, ge=1)
 
 
+class DisplayField(_Strict):
+    """Shown to sales next to a lead (its name, company, title): never a feature.
+
+    The CRM sends it with the lead under ``name``; the service keeps the latest value per
+    lead apart from the scoring log (``lead_display``), shows it on the board to the sales
+    role only, and never writes it to a log, an event or a stored model input.
+    """
+
+    name: str = Field(pattern=_NAME, description="Key in the request (and column in files).")
+    label: str = Field(min_length=1, max_length=40, description="Column heading on the board.")
+    column: str | None = Field(None, description="Source column name when it differs from name.")
+    max_length: int = Field(200, ge=1, le=1000, description="Longest value accepted.")
+
+
 ProfileField = Annotated[
     CategoricalField | NumericField | BooleanField | TextField, Field(discriminator="kind")
 ]
@@ -316,6 +330,10 @@ class FeatureSpec(_Strict):
     fields: list[ProfileField] = Field(min_length=1)
     actions: ActionsSpec | None = None
     label: Label
+    display: list[DisplayField] = Field(
+        default_factory=list,
+        description="Personal fields shown to sales (name, company, title); never features.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSpec:
@@ -332,6 +350,19 @@ class FeatureSpec(_Strict):
         if not self.feature_fields and self.actions is None:
             raise ValueError("the spec has no feature: no before-contact field and no actions")
         outputs = [f.name for f in self.feature_fields] + action_output_names(self)
+        shown = [d.name for d in self.display]
+        if len(set(shown)) != len(shown) or set(shown) & set(outputs):
+            raise ValueError(
+                "display names must be unique and never a feature's name (a display field "
+                f"may name a text field): {sorted(set(shown) & set(outputs)) or shown}"
+            )
+        reserved = {"lead_id", "created_at", "as_of", "actions", self.id_column}
+        if self.created_at_column:
+            reserved.add(self.created_at_column)
+        if set(shown) & reserved:
+            raise ValueError(
+                f"display names clash with request keys: {sorted(set(shown) & reserved)}"
+            )
         clashes = sorted({n for n in outputs if outputs.count(n) > 1})
         if clashes:
             raise ValueError(f"feature names would clash (rename a field or action): {clashes}")

@@ -6,6 +6,8 @@
 the log back (replay, training from the log, monitoring).
 """
 
+# Registers the outbox's tables on the shared metadata (migrations are compared with it).
+from scorelog import event_tables  # noqa: F401
 from scorelog.engine import make_engine, migrate
 from scorelog.store import (
     OUTCOME_KINDS,

@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from sqlalchemy import (
     Connection,
@@ -141,6 +141,9 @@ class ScoreRow:
     policy_version: str | None = None
     input: bytes | None = None
     """The packed model input (:func:`scorelog.inputs.pack_input`); None keeps none."""
+    display: Mapping[str, str] | None = None
+    """The lead's display fields (name, company, ...): kept apart from ``scores`` by a
+    listener (``scorelog.display``), never in the log itself."""
 
     def __post_init__(self) -> None:
         _check_text(
@@ -195,6 +198,23 @@ class RankedLead:
     acquisition_source: str | None
     scored_at: datetime
     model_version: str
+
+
+class WriteListener(Protocol):
+    """Writes more rows in the writer's transaction (e.g. :class:`scorelog.events.ChangeEvents`).
+
+    ``before_latest`` runs after the group's scores are inserted and before
+    ``lead_latest`` is updated, so it still sees each lead's previous score; what it writes
+    commits or rolls back with the scores. Then ``committed`` or ``rolled_back`` is called.
+    """
+
+    def before_latest(
+        self, connection: Connection, rows: Sequence[tuple[ScoreRow, int]]
+    ) -> None: ...
+
+    def committed(self) -> None: ...
+
+    def rolled_back(self) -> None: ...
 
 
 @dataclass
@@ -254,7 +274,14 @@ class ScoreLog:
     connection (call them from a thread pool in async code).
     """
 
-    def __init__(self, engine: Engine, *, max_batch_rows: int = 2000, linger_s: float = 0.0):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch_rows: int = 2000,
+        linger_s: float = 0.0,
+        listeners: Sequence[WriteListener] = (),
+    ):
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be at least 1")
         if linger_s < 0:
@@ -263,6 +290,7 @@ class ScoreLog:
         self._writer = writer(engine)
         self._max_batch_rows = max_batch_rows
         self._linger_s = linger_s
+        self._listeners = tuple(listeners)
         self._dialect = engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the scoring log needs SQLite or PostgreSQL, not {self._dialect}")
@@ -428,6 +456,8 @@ class ScoreLog:
             with write_turn(self._engine), self._writer.begin() as connection:
                 ids = self._write(connection, rows)
         except Exception as exc:
+            for listener in self._listeners:
+                listener.rolled_back()
             if len(live) > 1 and not is_unavailable(exc):
                 # One request's rows were refused (a value the database cannot store):
                 # commit the halves apart, so only that request fails, in O(log n) tries.
@@ -447,6 +477,8 @@ class ScoreLog:
             return
         self.commits += 1
         self.rows_committed += len(rows)
+        for listener in self._listeners:
+            listener.committed()
         start = 0
         for submission in live:
             end = start + len(submission.rows)
@@ -470,6 +502,8 @@ class ScoreLog:
         # lead order: concurrent writers (several API processes) then lock rows in the same
         # order and cannot deadlock.
         latest = [_latest_values(*newest[lead]) for lead in sorted(newest)]
+        for listener in self._listeners:
+            listener.before_latest(connection, numbered)
         connection.execute(_UPSERT_LATEST, latest)
         return ids
 
@@ -546,9 +580,8 @@ class ScoreLog:
 
     def history(self, lead_id: str, limit: int = 50) -> list[ScoreRow]:
         """A lead's scores, newest first (without their inputs: see :mod:`scorelog.history`)."""
-        columns = [
-            Score.__table__.c[name] for name in ScoreRow.__dataclass_fields__ if name != "input"
-        ]
+        table = Score.__table__.c
+        columns = [table[name] for name in ScoreRow.__dataclass_fields__ if name in table]
         query = (
             select(*columns)
             .where(Score.lead_id == lead_id)

@@ -22,22 +22,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.spec import load_spec
+from scorelog.display import DisplayWriter
 from scorelog.engine import make_engine
+from scorelog.events import ChangeEvents
 from scorelog.store import ScoreLog
-from serving import board, lifecycle, metrics, retention
+from serving import board, lifecycle, metrics, retention, today
 from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits, ConcurrencyLimit
 from serving.model_store import ModelStore
 from serving.openapi import install_openapi
 from serving.problems import install_problem_handlers
 from serving.readiness import Readiness, watch_storage
-from serving.routes import admin, health, leads, outcomes, scores, scoring
+from serving.rescore import rescore_if_due
+from serving.routes import admin, health, leads, outcomes, scores, scoring, webhooks
 from serving.security import FailedAuthLimiter, KeyRing
 from serving.settings import ServingSettings
+from serving.webhooks.worker import DeliveryWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -89,6 +94,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(admin.router())
     app.include_router(health.router(settings))
     app.include_router(board.router(settings))
+    app.include_router(webhooks.router())
+    app.include_router(today.router(settings))
     install_openapi(app, settings.docs)
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_queue)
@@ -103,9 +110,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(
         settings.database_url_resolved(), sqlite_synchronous=settings.sqlite_synchronous
     )
-    scorelog = ScoreLog(engine)
+    events = ChangeEvents(min_score_change=settings.events_min_score_change)
+    scorelog = ScoreLog(engine, listeners=[events, DisplayWriter()])
     scorelog.start()
     app.state.scorelog = scorelog
+    app.state.engine = engine
     store = ModelStore(settings)
     app.state.store = store
     batcher = ScoringBatcher(reasons=settings.reasons)
@@ -121,6 +130,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.set_model(store.current.name, store.current.version)
     tasks.append(asyncio.create_task(_keep_model_current(store, settings)))
     tasks.append(asyncio.create_task(retention.prune_periodically(engine, settings)))
+    worker = _start_webhooks(engine, settings, events)
+    app.state.webhook_worker = worker
+    if settings.rescore_interval_s:
+        tasks.append(asyncio.create_task(_rescore_periodically(scorelog, store, events, settings)))
     lifecycle.drain_on_sigterm(readiness, settings.shutdown_grace_s)
     try:
         yield
@@ -135,7 +148,33 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(scorelog.close)
         except TimeoutError:
             log.error("the scoring log did not finish its last commits before shutdown")
+        if worker is not None:
+            await run_in_threadpool(worker.stop, settings.shutdown_timeout_s)
         engine.dispose()
+
+
+def _start_webhooks(
+    engine: Engine, settings: ServingSettings, events: ChangeEvents
+) -> DeliveryWorker | None:
+    """The outbox's delivery thread, woken by every commit that wrote events."""
+    if not settings.webhooks_worker:
+        return None
+    worker = DeliveryWorker(engine, WorkerConfig.from_settings(settings))
+    events.subscribe(worker.wake)
+    worker.start()
+    return worker
+
+
+async def _rescore_periodically(
+    scorelog: ScoreLog, store: ModelStore, events: ChangeEvents, settings: ServingSettings
+) -> None:
+    """Scores that age (``serving.rescore``): every ``rescore_interval_s``, in one process."""
+    while True:
+        await asyncio.sleep(lifecycle.jittered(settings.rescore_interval_s))
+        try:
+            await run_in_threadpool(rescore_if_due, scorelog, store.current, events, settings)
+        except Exception:  # the database or the model failed: try again next time
+            log.exception("the periodic rescore failed")
 
 
 async def _keep_model_current(store: ModelStore, settings: ServingSettings) -> None:

@@ -288,6 +288,22 @@ async def _page(
     return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
 
 
+async def render_page(
+    env: jinja2.Environment, name: str, context: Mapping[str, Any], status: int = 200
+) -> HTMLResponse:
+    """A board page with the board's headers (CSP, no-store, ...), for other board views."""
+    return await _page(env, name, context, status)
+
+
+def stylesheet_url() -> str:
+    """The board stylesheet's versioned URL (cached a day by browsers)."""
+    return f"{COOKIE_PATH}/static/board.css?v={hashlib.sha256(_CSS.read_bytes()).hexdigest()[:12]}"
+
+
+def redirect(url: str) -> RedirectResponse:
+    return _redirect(url)
+
+
 def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 

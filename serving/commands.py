@@ -1,7 +1,9 @@
-"""The serving subcommands of ``leadscore``: ``serve`` (the API) and ``score`` (a file).
+"""The serving subcommands of ``leadscore``: ``serve`` (the API), ``score`` (a file) and
+``rescore`` (every open lead of the scoring log, as of now).
 
     leadscore serve [--config CONFIG] [--host H] [--port P] [--workers N]
     leadscore score --leads FILE --out FILE [--actions FILE] [--model URI|FOLDER] ...
+    leadscore rescore [--config CONFIG] [--batch-size N] [--reasons K]
 
 ``--config`` points the service (or batch scoring) at the champion of that config's
 registered model and at its spec, so a model trained on your own data is served without
@@ -23,6 +25,7 @@ from typing import Any
 from features.batch import FeatureError
 from features.loaders import DataError
 from features.spec import FeatureSpec, SpecError
+from serving import rescore_cli
 from serving.batch import cli as batch_cli
 
 #: Errors ``leadscore`` reports in one line with exit 2. Model-loading failures are not
@@ -41,6 +44,11 @@ def register(subparsers: Any) -> None:
     score = subparsers.add_parser("score", help="score a leads file with the champion")
     batch_cli.add_arguments(score)
     score.set_defaults(func=batch_cli.command)
+    rescore = subparsers.add_parser(
+        "rescore", help="re-score every open lead as of now from its stored input"
+    )
+    rescore_cli.add_arguments(rescore)
+    rescore.set_defaults(func=rescore_cli.command)
 
 
 # --- serve ---------------------------------------------------------------------------------

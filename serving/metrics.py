@@ -40,6 +40,23 @@ SHED = Counter(
 )
 RELOADS = Counter("leadscore_model_reloads_total", "Model reload attempts by outcome.", ["outcome"])
 
+WEBHOOK_TRIES = Counter(
+    "leadscore_webhook_tries_total",
+    "Webhook delivery tries by subscription and result (delivered, failed, dead).",
+    ["subscription", "result"],
+)
+WEBHOOK_OPEN = Gauge(
+    "leadscore_webhook_deliveries",
+    "Deliveries waiting (pending) or given up on (dead), by subscription.",
+    ["subscription", "status"],
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_LATENCY = Histogram(
+    "leadscore_webhook_delivery_seconds",
+    "From the score's commit to the receiver's 2xx, retries included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0),
+)
+
 
 def set_model(name: str, version: str, previous: tuple[str, str] | None = None) -> None:
     # remove() does nothing across worker processes (prometheus/client_python#916):

@@ -235,8 +235,15 @@ class LeadBase(StorableText):
     created_at_column: ClassVar[str | None] = None
     feature_names: ClassVar[tuple[str, ...]] = ()
     has_actions: ClassVar[bool] = False
+    display_names: ClassVar[tuple[str, ...]] = ()
 
     lead_id: LeadId
+
+    def display_values(self) -> dict[str, str]:
+        """The spec's display fields that were sent (name, company, ...): never in the record
+        the model scores, the stored input, an event or a log line."""
+        values = {name: getattr(self, name) for name in self.display_names}
+        return {name: value for name, value in values.items() if value}
 
     def to_record(self) -> dict[str, Any]:
         """The dict :func:`features.batch.from_records` reads.
@@ -294,6 +301,15 @@ def _build_lead_model(spec: FeatureSpec, max_actions: int) -> type[LeadBase]:
     if clashes:
         raise ValueError(f"spec {spec.name}: field names clash with API keys: {clashes}")
     fields: dict[str, Any] = {f.name: _feature_field(f) for f in spec.feature_fields}
+    for shown in spec.display:
+        fields[shown.name] = (
+            str | None,
+            Field(
+                default=None,
+                max_length=shown.max_length,
+                description=f"{shown.label}: shown to sales on the board, never scored or logged.",
+            ),
+        )
     if spec.created_at_column:
         fields["created_at"] = (
             Timestamp | None,
@@ -323,6 +339,7 @@ def _build_lead_model(spec: FeatureSpec, max_actions: int) -> type[LeadBase]:
         [
             MAX_ID_LENGTH,
             *(f.max_length for f in spec.feature_fields if isinstance(f, CategoricalField)),
+            *(d.max_length for d in spec.display),
         ]
     )
     model = create_model(
@@ -340,6 +357,7 @@ def _build_lead_model(spec: FeatureSpec, max_actions: int) -> type[LeadBase]:
     model.created_at_column = spec.created_at_column
     model.feature_names = tuple(f.name for f in spec.feature_fields)
     model.has_actions = spec.actions is not None
+    model.display_names = tuple(d.name for d in spec.display)
     return model
 
 

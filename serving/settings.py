@@ -7,6 +7,7 @@ reprs or error messages.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +24,8 @@ Exposure = Literal["off", "key", "public"]
 #: ~144 bits. ``make run`` writes 32-character random keys.
 MIN_KEY_LENGTH = 24
 #: The placeholders of `.env.example`: a copied example must not become a deployment.
+#: A rep's name in LEADSCORE_BOARD_REPS: shown on the board and used in its links.
+REP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$")
 EXAMPLE_KEYS = frozenset(
     {"change-me-crm", "change-me-sales", "change-me-admin", "change-me-metrics"}
 )
@@ -142,6 +145,82 @@ class ServingSettings(BaseSettings):
         le=1_000_000,
         description="Inputs deleted per transaction: a backlog goes in short transactions.",
     )
+    # -- score-change events and webhooks (serving.webhooks) ------------------------
+    events_min_score_change: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Also write a lead.score_changed event when a lead's score moves by at "
+        "least this many points (0: only category and grade changes make events).",
+    )
+    webhooks_worker: bool = Field(
+        True, description="Deliver webhooks from this process (a background thread)."
+    )
+    webhooks_allow_internal: bool = Field(
+        False,
+        description="Allow webhook URLs on loopback, private, link-local or otherwise "
+        "internal addresses (off: such targets are refused, against SSRF).",
+    )
+    webhook_connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    webhook_read_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A receiver must answer within this long."
+    )
+    webhook_max_attempts: int = Field(
+        10, ge=1, le=50, description="Tries before a delivery is dead-lettered."
+    )
+    webhook_backoff_s: float = Field(
+        5.0, gt=0, description="Wait after the first failed try; doubled after each one."
+    )
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest wait between tries.")
+    webhook_concurrency: int = Field(
+        8, ge=1, le=64, description="Deliveries in flight at once per worker process."
+    )
+    webhook_poll_s: float = Field(
+        1.0, gt=0, description="How often the outbox is read when nothing woke the worker."
+    )
+    webhook_max_subscriptions: int = Field(100, ge=1, le=10_000)
+    webhook_keep_delivered_days: float = Field(
+        7.0, gt=0, description="Delivered deliveries are forgotten after this long."
+    )
+
+    rescore_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Re-score every open lead as of now this often, in the service (one "
+        "process at a time; 0: never, run `leadscore rescore` from a scheduler instead).",
+    )
+    rescore_batch_size: int = Field(
+        1000,
+        ge=1,
+        le=50_000,
+        description="Leads per commit of the in-service rescore (small: live scores share "
+        "the writer and should not wait behind a long commit).",
+    )
+
+    # -- the board's day (serving.today) --------------------------------------------
+    board_daily_capacity: int = Field(
+        20,
+        ge=1,
+        le=500,
+        description="Leads in the 'today' list when no reps are named in board_reps.",
+    )
+    board_reps: dict[str, int] = Field(
+        default_factory=dict,
+        description='Reps and how many leads each works a day, as JSON: {"Ana": 15, '
+        '"Ben": 20}. Empty: one list for the team of board_daily_capacity.',
+    )
+
+    @field_validator("board_reps")
+    @classmethod
+    def _reps_sane(cls, reps: dict[str, int]) -> dict[str, int]:
+        for name, capacity in reps.items():
+            if not REP_NAME.match(name):
+                raise ValueError("rep names are 1-40 letters, digits, spaces or . _ -")
+            if not 1 <= capacity <= 500:
+                raise ValueError("a rep's daily capacity is between 1 and 500")
+        if len(reps) > 200:
+            raise ValueError("at most 200 reps")
+        return reps
 
     @field_validator(
         "api_keys_crm", "api_keys_sales", "api_keys_admin", "api_keys_metrics", mode="before"

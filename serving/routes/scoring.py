@@ -68,7 +68,8 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id
-        row = _row(result, record, served, request_id, spec)
+        display = lead.display_values()  # type: ignore[attr-defined]
+        row = _row(result, record, served, request_id, spec, display)
         (score_id,) = await _durably(log, [row], state, wait_s)
         metrics.SCORES.labels(result.category).inc()
         return JSONResponse(_body(result, served, request_id, score_id))
@@ -91,7 +92,13 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         request_id = request.state.request_id
         try:
             results, rows = await run_in_threadpool(
-                _score_batch, served, records, reasons, request_id, spec
+                _score_batch,
+                served,
+                records,
+                reasons,
+                request_id,
+                spec,
+                [lead.display_values() for lead in batch.leads],  # type: ignore[attr-defined]
             )
         except FeatureError as exc:
             raise _unscorable(exc, prefix="leads") from None
@@ -128,10 +135,14 @@ def _score_batch(
     reasons: int,
     request_id: str,
     spec: FeatureSpec,
+    displays: list[dict[str, str]],
 ) -> tuple[list[LeadScore], list[ScoreRow]]:
     """Score and pack a batch off the event loop (packing 1,000 inputs takes milliseconds)."""
     results = served.model.score_many(records, reasons=reasons)
-    rows = [_row(r, rec, served, request_id, spec) for r, rec in zip(results, records, strict=True)]
+    rows = [
+        _row(r, rec, served, request_id, spec, shown)
+        for r, rec, shown in zip(results, records, displays, strict=True)
+    ]
     return results, rows
 
 
@@ -182,6 +193,7 @@ def _row(
     served: ServedModel,
     request_id: str,
     spec: FeatureSpec,
+    display: dict[str, str] | None = None,
 ) -> ScoreRow:
     """The log row of one answer, with the input it was computed from (packed)."""
     source = record.get(_SOURCE_FIELD)
@@ -201,6 +213,7 @@ def _row(
         spec_version=spec_version_of(spec),
         policy_version=_policy_version(served.model),
         input=pack_input(record, spec),
+        display=display or None,
     )
 
 

@@ -14,6 +14,8 @@ picture), otherwise to the test's temporary folder, so a test run never edits th
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sqlite3
@@ -80,6 +82,7 @@ def service(trained_model_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path
     port = free_port()
     db = tmp_path / "scores.db"
     env = serving_env(tmp_path, trained_model_dir, db, crm=CRM, sales=SALES)
+    env["LEADSCORE_BOARD_REPS"] = json.dumps(REPS)
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"]
     with running(
@@ -87,6 +90,14 @@ def service(trained_model_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path
         env=env, timeout=90,
     ):  # fmt: skip
         yield base, db
+
+
+REPS = {"Ana": 2, "Ben": 3}
+
+
+def shown(i: int) -> dict[str, str]:
+    """Display fields of lead i: a name that must appear on the board and nowhere in logs."""
+    return {"first_name": f"Qzwx{i:02d} Vance", "company": f"Firm {i}", "job_title": "CFO"}
 
 
 def score(base: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +117,7 @@ def test_sales_sign_in_filter_and_record_an_outcome_in_chromium(
     base, db = service
     scored = {
         r["lead_id"]: r
-        for r in (score(base, lead(f"L-{i:02d}", **v)) for i, v in enumerate(VARIANTS))
+        for r in (score(base, lead(f"L-{i:02d}", **v, **shown(i))) for i, v in enumerate(VARIANTS))
     }
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -122,6 +133,7 @@ def test_sales_sign_in_filter_and_record_an_outcome_in_chromium(
             _screenshot(page, tmp_path)
             _filter_by_category(page, scored)
             _record_won(page, base, db, scored)
+            _today_and_its_csv(page, base, scored, tmp_path)
             _keyboard_and_phone(page, base)
             page.get_by_role("button", name="Sign out").click()
             page.wait_for_url(f"{base}/board/login")
@@ -198,6 +210,37 @@ def _record_won(page: Any, base: str, db: Path, scored: dict[str, dict[str, Any]
     with sqlite3.connect(db) as connection:
         rows = connection.execute("SELECT lead_id, outcome, note FROM outcomes").fetchall()
     assert rows == [(lead_id, "won", "Signed after the demo <b>today</b>")]
+
+
+def _today_and_its_csv(
+    page: Any, base: str, scored: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each rep's list within capacity, best uncontacted first (the won lead is out),
+    names shown to sales, the CSV equal to the page, no name in the service's log."""
+    page.get_by_role("link", name="Today").click()
+    page.wait_for_url(f"{base}/board/today")
+    lists = {
+        rep: page.locator(f'table[data-rep="{rep}"] tr[data-today-lead]').evaluate_all(
+            "rows => rows.map(r => [r.dataset.todayLead,"
+            " r.querySelector('[data-field=first_name]').textContent])"
+        )
+        for rep in REPS
+    }
+    assert {rep: len(rows) for rep, rows in lists.items()} == REPS
+    contacted = min(scored, key=lambda lid: (-scored[lid]["score"], lid))  # won by _record_won
+    open_ids = sorted((lid for lid in scored if lid != contacted),
+                      key=lambda lid: (-scored[lid]["score"], lid))  # fmt: skip
+    dealt = [lists["Ana"][0], lists["Ben"][0], lists["Ana"][1], lists["Ben"][1], lists["Ben"][2]]
+    assert [lid for lid, _ in dealt] == open_ids[:5]
+    assert all(name == shown(int(lid[2:]))["first_name"] for lid, name in dealt)
+    export = page.request.get(f"{base}/board/today.csv")
+    assert export.status == 200
+    rows = list(csv.DictReader(io.StringIO(export.text())))
+    assert [(r["rep"], r["lead_id"], r["Name"]) for r in rows] == [
+        (rep, lid, name) for rep in REPS for lid, name in lists[rep]
+    ]
+    log = (tmp_path / "serve.log").read_text()
+    assert "Qzwx" not in log and "Firm " not in log
 
 
 def _keyboard_and_phone(page: Any, base: str) -> None:

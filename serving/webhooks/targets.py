@@ -1,0 +1,104 @@
+"""Which URLs the service may call: the guard against server-side request forgery.
+
+A webhook URL is chosen by whoever holds an admin key, and the service then sends
+requests from inside the network. Without a guard that is a way to reach what only the
+service can reach: the cloud metadata endpoint (169.254.169.254), the database, an
+internal admin page. So, unless ``LEADSCORE_WEBHOOKS_ALLOW_INTERNAL`` says otherwise:
+
+* only ``http`` and ``https`` URLs with a host name, no user name or password in them;
+* every address the host name resolves to must be a public (globally routable) one:
+  loopback, private, link-local, carrier-grade NAT, multicast, reserved and unspecified
+  addresses are refused, IPv4-mapped IPv6 included;
+* the check runs at subscription time (a clear 422) and again before every try, and the
+  connection goes to the very address that was checked (no second DNS lookup that a
+  rebinding name could answer differently);
+* redirects are never followed (a 3xx counts as a failed try).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TargetError(ValueError):
+    """A URL the service will not call; the message is fit for a 422 (never quotes it)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as sent in the request line
+
+
+def parse(url: str) -> Target:
+    """Scheme, host, port and path of an http(s) URL, or :class:`TargetError`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise TargetError("not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TargetError("must be an http or https URL")
+    if not parts.hostname:
+        raise TargetError("must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise TargetError("must not contain a user name or password")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise TargetError("must not contain spaces or control characters")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    default = 443 if scheme == "https" else 80
+    return Target(scheme, parts.hostname, port or default, path)
+
+
+def is_internal(address: IPAddress) -> bool:
+    """Not a globally routable unicast address (or an IPv4 one hidden in IPv6)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def resolve(target: Target, *, allow_internal: bool) -> list[IPAddress]:
+    """The addresses to connect to; :class:`TargetError` if none, or any is internal.
+
+    All of them must pass: a name that resolves to one public and one private address
+    would otherwise reach the private one whenever the public one fails.
+    """
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(target.host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError, OSError):
+            raise TargetError("the host name does not resolve") from None
+        addresses = list(
+            dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+        )
+    if not addresses:
+        raise TargetError("the host name does not resolve")
+    if not allow_internal and any(is_internal(a) for a in addresses):
+        raise TargetError(
+            "points at a loopback, private, link-local or other internal address, "
+            "which this service does not call"
+        )
+    return addresses
+
+
+def check(url: str, *, allow_internal: bool) -> Target:
+    """Parse and resolve: what a subscription request must pass."""
+    target = parse(url)
+    resolve(target, allow_internal=allow_internal)
+    return target
