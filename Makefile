@@ -121,6 +121,7 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs ml
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
 	$(PY) -m benchmarks.storage
+	$(PY) -m benchmarks.score_inputs
 	$(PY) -m benchmarks.board
 	$(PY) -m benchmarks.batch_scoring
 	$(PY) -m benchmarks.serving

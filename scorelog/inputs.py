@@ -32,6 +32,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,13 +81,13 @@ def pack_input(record: Mapping[str, Any], spec: FeatureSpec) -> bytes:
     Raises ``ValueError`` for a value the builder could not have scored either (a
     timestamp that is not one, a field value that is not a plain scalar).
     """
+    layout = _layout(spec)
     out = bytearray()
     as_of = record.get(AS_OF_KEY)
     as_of_us = None if as_of is None else _micros(as_of, AS_OF_KEY)
-    created_key = spec.created_at_column
-    created = record.get(created_key) if created_key else None
-    created_us = None if created is None else _micros(created, created_key or "")
-    actions = _kept_actions(record, spec, as_of_us) if spec.actions is not None else None
+    created = record.get(spec.created_at_column) if spec.created_at_column else None
+    created_us = None if created is None else _micros(created, spec.created_at_column or "")
+    actions = _kept_actions(record, layout, as_of_us) if spec.actions is not None else None
     seconds = actions is not None and all(us % _MICRO_PER_S == 0 for _, us in actions)
     flags = (
         (_HAS_AS_OF if as_of_us is not None else 0)
@@ -99,35 +100,67 @@ def pack_input(record: Mapping[str, Any], spec: FeatureSpec) -> bytes:
         _sint(out, as_of_us)
     if created_us is not None:
         _sint(out, created_us - (as_of_us or 0))
-    _text(out, spec.id_column)
+    out += layout.id_column
     _value(out, record.get(spec.id_column, record.get("lead_id")))
-    fields = _kept_fields(record, spec)
-    _uint(out, len(fields))
-    for name, value in fields:
-        _text(out, name)
-        _value(out, value)
-    if created_key:
-        _text(out, created_key)
-    else:
-        _uint(out, 0)
+    names = layout.fields
+    if spec.actions is not None and ACTIONS_KEY not in record:
+        names = names + layout.aggregated  # a pre-aggregated lead
+    present = [(name, encoded) for name, encoded in names if name in record]
+    _uint(out, len(present))
+    for name, encoded in present:
+        out += encoded
+        _value(out, record[name])
+    out += layout.created_column
     if actions is not None:
-        _pack_actions(out, actions, spec, as_of_us or 0, seconds)
+        _pack_actions(out, actions, layout, as_of_us or 0, seconds)
     return _frame(bytes(out))
 
 
-def _kept_fields(record: Mapping[str, Any], spec: FeatureSpec) -> list[tuple[str, Any]]:
-    """Feature fields (and pre-aggregated action columns) present in the record, in order."""
-    names = [f.name for f in spec.feature_fields]
-    if spec.actions is not None and ACTIONS_KEY not in record:
-        names += aggregated_columns(spec)
-    return [(name, record[name]) for name in names if name in record]
+@dataclass(frozen=True)
+class _Layout:
+    """What every input of one spec shares, encoded once: names as length-prefixed bytes."""
+
+    id_column: bytes
+    created_column: bytes  # b"\x00" (an empty name) when the spec has none
+    fields: list[tuple[str, bytes]]
+    aggregated: list[tuple[str, bytes]]
+    type_codes: dict[str, int]
+    type_names: list[bytes]
+
+
+_LAYOUTS: dict[int, tuple[FeatureSpec, _Layout]] = {}
+
+
+def _layout(spec: FeatureSpec) -> _Layout:
+    """The spec's layout, cached per spec object (the scoring path packs every lead)."""
+    hit = _LAYOUTS.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        types = spec.actions.types if spec.actions is not None else []
+        aggregated = aggregated_columns(spec) if spec.actions is not None else []
+        layout = _Layout(
+            id_column=_encoded(spec.id_column),
+            created_column=_encoded(spec.created_at_column or ""),
+            fields=[(f.name, _encoded(f.name)) for f in spec.feature_fields],
+            aggregated=[(name, _encoded(name)) for name in aggregated],
+            type_codes={t.name: i for i, t in enumerate(types)},
+            type_names=[_encoded(t.name) for t in types],
+        )
+        hit = (spec, layout)
+        _LAYOUTS[id(spec)] = hit
+    return hit[1]
+
+
+def _encoded(text: str) -> bytes:
+    out = bytearray()
+    _text(out, text)
+    return bytes(out)
 
 
 def _kept_actions(
-    record: Mapping[str, Any], spec: FeatureSpec, as_of_us: int | None
+    record: Mapping[str, Any], layout: _Layout, as_of_us: int | None
 ) -> list[tuple[int, int]]:
     """(type index, time in µs) of the actions that can change a feature, in their order."""
-    codes = _type_codes(spec)
+    codes = layout.type_codes
     kept = []
     for action in record.get(ACTIONS_KEY) or ():
         kind = action[ACTION_TYPE_KEY]
@@ -146,21 +179,8 @@ def _kept_actions(
     return kept
 
 
-_TYPE_CODES: dict[int, tuple[FeatureSpec, dict[str, int]]] = {}
-
-
-def _type_codes(spec: FeatureSpec) -> dict[str, int]:
-    """Canonical action type name → index, cached per spec object (the hot path's)."""
-    hit = _TYPE_CODES.get(id(spec))
-    if hit is None or hit[0] is not spec:
-        assert spec.actions is not None
-        hit = (spec, {t.name: i for i, t in enumerate(spec.actions.types)})
-        _TYPE_CODES[id(spec)] = hit
-    return hit[1]
-
-
 def _pack_actions(
-    out: bytearray, actions: list[tuple[int, int]], spec: FeatureSpec, base: int, seconds: bool
+    out: bytearray, actions: list[tuple[int, int]], layout: _Layout, base: int, seconds: bool
 ) -> None:
     """Type table (only the types present), then the actions as two fixed-width arrays.
 
@@ -168,12 +188,11 @@ def _pack_actions(
     cut-off) as 32-bit integers when they fit, else 64-bit: fixed widths encode with
     one C call each, and zlib then squeezes out their zero bytes.
     """
-    assert spec.actions is not None
     present = sorted({code for code, _ in actions})
     local = {code: i for i, code in enumerate(present)}
     _uint(out, len(present))
     for code in present:
-        _text(out, spec.actions.types[code].name)
+        out += layout.type_names[code]
     _uint(out, len(actions))
     if not actions:
         return
@@ -181,12 +200,14 @@ def _pack_actions(
     stamps = [at_us // unit for _, at_us in actions]
     deltas = [b - a for a, b in zip([base // unit, *stamps], stamps, strict=False)]
     wide = not all(_INT32_MIN <= d <= _INT32_MAX for d in deltas)
-    out.append(8 if wide else 4)
-    out += bytes(local[code] for code, _ in actions)
+    many = len(present) > 256  # a spec with more action types than a byte can index
+    out.append((8 if wide else 4) | (0x20 if many else 0x10))
+    kinds = array("H" if many else "B", [local[code] for code, _ in actions])
     packed = array("q" if wide else "i", deltas)
-    if sys.byteorder != "little":  # stored little-endian everywhere
-        packed.byteswap()
-    out += packed.tobytes()
+    for column in (kinds, packed):
+        if sys.byteorder != "little":  # stored little-endian everywhere
+            column.byteswap()
+        out += column.tobytes()
 
 
 def _micros(value: Any, field: str, *, ceil: bool = False) -> int:
@@ -312,14 +333,17 @@ class _Reader:
         n = self.uint()
         if not n:
             return []
-        width = self.data[self.pos]
+        widths = self.data[self.pos]
         self.pos += 1
-        if width not in (4, 8):
-            raise ValueError("bad delta width")
-        codes = self.take(n)
+        width, type_width = widths & 0x0F, widths >> 4
+        if width not in (4, 8) or type_width not in (1, 2):
+            raise ValueError("bad column widths")
+        codes = array("H" if type_width == 2 else "B")
+        codes.frombytes(self.take(n * type_width))
         deltas = array("q" if width == 8 else "i")
         deltas.frombytes(self.take(n * width))
         if sys.byteorder != "little":
+            codes.byteswap()
             deltas.byteswap()
         unit = _MICRO_PER_S if seconds else 1
         stamp = base // unit
