@@ -132,8 +132,8 @@ def _replayable_input(detail: ScoreDetail) -> dict[str, Any]:
     if detail.input_state == "damaged":
         raise _not_replayable("This score's stored input cannot be read; the service log says why.")
     raise _not_replayable(
-        "This score was logged without its input (before inputs were kept), so it cannot be "
-        "replayed."
+        "This score was logged without its input (before inputs were kept, or by batch "
+        "scoring), so it cannot be replayed."
     )
 
 

@@ -243,8 +243,8 @@ def test_a_score_logged_without_its_input_is_a_409(client: TestClient) -> None:
     response = client.get(f"/v1/scores/{score_id}?replay=true", headers=sales())
     assert response.status_code == 409
     assert response.json()["detail"] == (
-        "This score was logged without its input (before inputs were kept), so it cannot be "
-        "replayed."
+        "This score was logged without its input (before inputs were kept, or by batch "
+        "scoring), so it cannot be replayed."
     )
 
 
