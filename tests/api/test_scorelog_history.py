@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Engine, event
 
 from features.batch import frames_to_records
-from features.spec import FeatureSpec
+from features.spec import FeatureSpec, load_spec
 from models.readiness import ReadinessModel, policy_version
 from scorelog import OutcomeRow, ScoreLog, ScoreRow
 from scorelog.history import (
@@ -114,6 +114,25 @@ def test_only_the_model_input_is_kept(sample_spec: FeatureSpec) -> None:
         ],
     }
     assert type(unpack_input(blob)["company_size"]) is int
+
+
+def test_a_spec_without_actions_or_creation_time_round_trips() -> None:
+    """X Education: a spaced id column, no actions, no created_at; values keep their types."""
+    spec = load_spec("x_education")
+    record: dict[str, Any] = {"lead_id": "p-1", spec.id_column: "p-1"}
+    for i, f in enumerate(spec.feature_fields):
+        record[f.name] = [None, "Some Value", 3, 2.5, True][i % 5]
+    assert unpack_input(pack_input(record, spec)) == record
+
+
+def test_a_spec_with_hundreds_of_action_types_round_trips(sample_spec: FeatureSpec) -> None:
+    doc = sample_spec.model_dump(mode="json")
+    doc["actions"]["types"] = [{"name": f"t{i}", "phrase": f"t{i} actions"} for i in range(300)]
+    spec = FeatureSpec.model_validate(doc)
+    as_of = datetime(2026, 3, 1, tzinfo=UTC)
+    actions = [{"type": f"t{i}", "at": as_of - timedelta(hours=i)} for i in (299, 0, 257, 3)]
+    record = {"lead_id": "L-1", "as_of": as_of, "actions": actions}
+    assert unpack_input(pack_input(record, spec)) == record
 
 
 def test_damaged_bytes_are_refused_by_one_error(
