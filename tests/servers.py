@@ -10,11 +10,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,41 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+@dataclass(frozen=True)
+class Server:
+    """One process for :func:`running_together`: how to start it and how to know it is up."""
+
+    command: Sequence[str]
+    health_url: str
+    log: Path
+    cwd: Path
+    env: dict[str, str] | None = None
+    timeout: float = 60.0
+
+
+@contextmanager
+def running_together(servers: Sequence[Server]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Like :func:`running` for several servers, started (and stopped) side by side.
+
+    All start at once, so a test waits for the slowest start-up instead of their sum.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for s in servers:
+            with s.log.open("wb") as sink:
+                proc = subprocess.Popen(
+                    list(s.command), cwd=s.cwd, env=s.env, stdout=sink,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            procs.append(proc)
+        for s, proc in zip(servers, procs, strict=True):
+            wait_until_healthy(s.health_url, proc, s.log, timeout=s.timeout)
+        yield procs
+    finally:
+        stoppers = [threading.Thread(target=_stop, args=(p,)) for p in procs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
