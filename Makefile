@@ -116,7 +116,7 @@ serve: $(STAMP) ## Serve the API on HOST:PORT (127.0.0.1:8000); CONFIG=... serve
 	$(LEADSCORE) serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs mlflow models serve
+bench: $(STAMP) ## Benchmarks: features, generator, training, storage, batch and Spark scoring, replicas, API vs mlflow models serve
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
@@ -124,6 +124,8 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs ml
 	$(PY) -m benchmarks.score_inputs
 	$(PY) -m benchmarks.board
 	$(PY) -m benchmarks.batch_scoring
+	$(PY) -m benchmarks.spark_scoring
+	$(PY) -m benchmarks.replicas
 	$(PY) -m benchmarks.serving
 
 .PHONY: screenshot

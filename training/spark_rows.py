@@ -12,11 +12,12 @@ small (leads x snapshots x ~90 numbers), and :func:`load_rows` turns it into the
 LightGBM on one machine as usual (features from pre-aggregated columns are the
 builder's own, so the model is the one ``train`` would fit on the raw files).
 
-Where the line is: training holds every row in memory, about 1 KB per row with ~90
-features and its LightGBM copy, so 1 M leads x 3 snapshots is ~3 GB on one machine
-(measured here: 300,000 rows train in 37 s, 1.3 GiB peak). Beyond ~10 M rows, sample
-leads (keep every positive) or train on fewer snapshots; the Spark side has no such
-limit.
+Where the line is: training holds every row in memory. Measured here, training on
+300,000 rows (100,000 leads x 3 snapshots, ~90 features) peaks at 1.3 GiB, about 4.5 KB
+a row with LightGBM's copy and the evaluation, so a 16 GB machine trains ~3 M rows
+(1 M leads x 3 snapshots) and the event log behind them can be any size. Beyond that,
+sample leads (keep every positive, weight the rest) or keep fewer snapshots per lead;
+the Spark side has no such limit.
 """
 
 from __future__ import annotations

@@ -112,12 +112,13 @@ def score_checked(
     *,
     as_of: pd.Timestamp | None = None,
     reasons: int = 0,
+    names: tuple[str, str] = ("leads", "actions"),
 ) -> DataFrame:
-    """:func:`score_tables` for a model already checked."""
+    """:func:`score_tables` for a model already checked; ``names`` name the inputs in errors."""
     from features.spark import lead_features
 
     cut_off = _utc(as_of)
-    features = lead_features(leads, actions, checked.spec, as_of=cut_off)
+    features = lead_features(leads, actions, checked.spec, as_of=cut_off, names=names)
     return score_features(spark, features, checked, settings, as_of=cut_off, reasons=reasons)
 
 
@@ -234,14 +235,21 @@ def run_files(
     checked = check_model(model_uri, settings)  # before Spark starts: fail fast, write nothing
     spark = local_session("leadscore-score", master=master)
     lead_table = read_table(spark, leads, checked.spec)
-    action_table = None if actions is None else read_table(spark, actions, checked.spec)
+    action_table = (
+        None if actions is None else read_table(spark, actions, checked.spec, multiline=False)
+    )
     if action_table is not None and checked.spec.actions is None:
         raise UsageError(f"the model's spec '{checked.spec.name}' has no actions table")
+    names = (Path(leads).name, Path(actions).name if actions else "actions")
     scores = score_checked(
-        spark, lead_table, action_table, checked, settings, as_of=as_of, reasons=reasons
-    )
+        spark, lead_table, action_table, checked, settings, as_of=as_of, reasons=reasons,
+        names=names,
+    )  # fmt: skip
     write_scores(scores, out)
-    n = spark.read.parquet(out).count() if not out.lower().endswith(".csv") else -1
+    written = spark.read.option("header", "true")
+    n = (
+        written.csv(out) if out.rstrip("/").lower().endswith(".csv") else written.parquet(out)
+    ).count()
     return SparkSummary(
         leads=n,
         seconds=time.perf_counter() - started,

@@ -115,17 +115,27 @@ def test_spark_scores_equal_the_single_machine_scores_row_by_row(
     assert f"scored {N_LEADS:,} leads with {MODEL} version 1 on Spark" in err
     same_rows(pd.read_parquet(out), want)
 
-    # The importable function on a pre-aggregated table (the feature table itself).
+    # The importable function on a pre-aggregated table (the feature table itself), on
+    # the first 2,000 leads: the whole file was compared above, this is the other shape.
+    subset = ten_thousand / "subset"
+    subset.mkdir()
+    first = pd.read_csv(leads, dtype=str, keep_default_na=False).head(2000)
+    first.to_csv(subset / "leads.csv", index=False)
+    events = pd.read_csv(actions, dtype=str, keep_default_na=False)
+    events[events["lead_id"].isin(first["lead_id"])].to_csv(subset / "actions.csv", index=False)
     spec = load_spec("sample_crm")
     features = lead_features(
-        read_table(spark, str(leads), spec), read_table(spark, str(actions), spec), spec,
+        read_table(spark, str(subset / "leads.csv"), spec),
+        read_table(spark, str(subset / "actions.csv"), spec, multiline=False),
+        spec,
         as_of=AS_OF,
-    )  # fmt: skip
+    )
     features.write.parquet(str(mlflow_home / "features.parquet"))
     aggregated = spark.read.parquet(str(mlflow_home / "features.parquet"))
     scores = score_tables(
         spark, aggregated, None, f"models:/{MODEL}@champion", as_of=AS_OF, settings=settings
     )
+    want = want[want["lead_id"].isin(first["lead_id"])].reset_index(drop=True)
     same_rows(scores.toPandas(), want)
 
 
@@ -176,3 +186,35 @@ def test_a_missing_or_corrupt_version_fails_in_one_line_before_any_output(
         assert "truncated or corrupt" in err
     assert not started  # Spark was never started
     assert not out.exists() and not list(tmp_path.glob(".scores.parquet.*"))
+
+
+@pytest.mark.slow
+def test_a_file_the_loaders_refuse_is_refused_on_spark_with_their_message(
+    spark: Any, sample_dir: Path
+) -> None:
+    from features.loaders import DataError
+    from features.spark import lead_features, spark_refusal
+    from features.spec import load_spec
+
+    spec = load_spec("sample_crm")
+    leads = pd.read_csv(sample_dir / "leads.csv", dtype=str, keep_default_na=False).head(300)
+    actions = pd.read_csv(sample_dir / "actions.csv", dtype=str, keep_default_na=False)
+    actions = actions[actions["lead_id"].isin(leads["lead_id"])].head(2000)
+    stranger = actions.head(1).assign(lead_id="L9999999")
+    bad_number = leads.copy()
+    bad_number.loc[7, "company_size"] = "lots"
+    cases = [
+        (leads, pd.concat([actions, stranger]), "actions: column 'lead_id': 1 action belongs "
+         "to a lead that is not in the leads table"),
+        (bad_number, actions, "leads: column 'company_size': 1 value is not a number"),
+    ]  # fmt: skip
+    for lead_rows, action_rows, message in cases:
+        table = lead_features(
+            spark.createDataFrame(lead_rows), spark.createDataFrame(action_rows), spec,
+            as_of=AS_OF, leads_per_group=100,
+        )  # fmt: skip
+        with pytest.raises(Exception) as caught:
+            table.collect()
+        refusal = spark_refusal(caught.value)
+        assert isinstance(refusal, DataError)
+        assert str(refusal) == message  # one line, no row numbers (not file lines on Spark)

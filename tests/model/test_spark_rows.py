@@ -35,7 +35,7 @@ def test_spark_training_rows_equal_the_training_sets_rows(
     want = load_training_set(sample_spec, config)
     table = training_rows(
         read_table(spark, str(sample_dir / "leads.csv"), sample_spec),
-        read_table(spark, str(sample_dir / "actions.csv"), sample_spec),
+        read_table(spark, str(sample_dir / "actions.csv"), sample_spec, multiline=False),
         read_table(spark, str(sample_dir / "stage_history.csv"), sample_spec),
         sample_spec,
         config,
