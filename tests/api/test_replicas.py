@@ -31,7 +31,7 @@ import sqlalchemy as sa
 import yaml
 
 from tests.api.test_api import ADMIN, CRM, SALES, lead
-from tests.api.test_storage import POSTGRES_URL, _postgres_unavailable
+from tests.scorelog_db import POSTGRES_URL, postgres_unavailable
 from tests.servers import Server, env_without_mlflow, free_port, running, running_together
 
 pytestmark = pytest.mark.slow
@@ -94,7 +94,7 @@ def mlflow_command(port: int, root: Path) -> list[str]:
 @pytest.fixture
 def postgres_schema() -> Iterator[str]:
     """A fresh schema of the test database, as a URL the replicas use; dropped afterwards."""
-    reason = _postgres_unavailable()
+    reason = postgres_unavailable()
     if reason is not None:
         pytest.skip(reason)
     schema = f"test_replicas_{uuid.uuid4().hex[:12]}"
