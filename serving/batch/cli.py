@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(pip install leadscore[spark]; files or folders of parts, any size)",
     )
     p.add_argument(
+        "--features-out",
+        help="with --engine spark: also write the feature table here (Parquet) and score it",
+    )
+    p.add_argument(
         "--spark-master",
         help="Spark master for --engine spark (default: the session's, else local[*])",
     )
@@ -68,6 +72,9 @@ def command(args: argparse.Namespace) -> int:
     apply_config(args.config)
     if args.engine == "spark":
         return _spark(args)
+    if args.features_out or args.spark_master:
+        flag = "--features-out" if args.features_out else "--spark-master"
+        return fail(f"{flag} is only available with --engine spark", EXIT_BAD_INPUT)
     options = Options(
         leads=args.leads,
         out=args.out,
@@ -122,6 +129,7 @@ def _spark(args: argparse.Namespace) -> int:
             as_of=args.as_of,
             reasons=args.reasons,
             master=args.spark_master,
+            features_out=args.features_out,
         )
     except (DataError, UsageError) as exc:
         return fail(str(exc), EXIT_BAD_INPUT)

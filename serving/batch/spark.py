@@ -227,9 +227,15 @@ def run_files(
     as_of: pd.Timestamp | None = None,
     reasons: int = 0,
     master: str | None = None,
+    features_out: str | None = None,
 ) -> SparkSummary:
-    """``leadscore score --engine spark``: files (or folders of parts) in, a scores folder out."""
-    from features.spark import local_session, read_table
+    """``leadscore score --engine spark``: files (or folders of parts) in, a scores folder out.
+
+    With ``features_out`` the feature table (one pre-aggregated row per lead, Parquet,
+    one part per group of leads) is written there first and scored from there, so it can
+    be kept, inspected or scored again with another model without the events.
+    """
+    from features.spark import lead_features, local_session, read_table
 
     started = time.perf_counter()
     checked = check_model(model_uri, settings)  # before Spark starts: fail fast, write nothing
@@ -241,10 +247,17 @@ def run_files(
     if action_table is not None and checked.spec.actions is None:
         raise UsageError(f"the model's spec '{checked.spec.name}' has no actions table")
     names = (Path(leads).name, Path(actions).name if actions else "actions")
-    scores = score_checked(
-        spark, lead_table, action_table, checked, settings, as_of=as_of, reasons=reasons,
-        names=names,
-    )  # fmt: skip
+    if features_out is None:
+        scores = score_checked(
+            spark, lead_table, action_table, checked, settings, as_of=as_of, reasons=reasons,
+            names=names,
+        )  # fmt: skip
+    else:
+        cut_off = _utc(as_of)
+        features = lead_features(lead_table, action_table, checked.spec, as_of=cut_off, names=names)
+        features.write.mode("errorifexists").parquet(features_out)
+        table = spark.read.parquet(features_out)
+        scores = score_features(spark, table, checked, settings, as_of=cut_off, reasons=reasons)
     write_scores(scores, out)
     written = spark.read.option("header", "true")
     n = (

@@ -84,8 +84,6 @@ def test_spark_scores_equal_the_single_machine_scores_row_by_row(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from features.spark import lead_features, read_table
-    from features.spec import load_spec
     from serving.batch.spark import score_tables
 
     assert _register(trained_model_dir) == "1"
@@ -108,6 +106,7 @@ def test_spark_scores_equal_the_single_machine_scores_row_by_row(
             "score", "--engine", "spark", "--model", f"models:/{MODEL}@champion",
             "--leads", str(leads), "--actions", str(actions), "--out", str(out),
             "--as-of", AS_OF.isoformat(), "--reasons", "0",
+            "--features-out", str(mlflow_home / "features.parquet"),
         ]
     )  # fmt: skip
     err = capsys.readouterr().err
@@ -115,27 +114,13 @@ def test_spark_scores_equal_the_single_machine_scores_row_by_row(
     assert f"scored {N_LEADS:,} leads with {MODEL} version 1 on Spark" in err
     same_rows(pd.read_parquet(out), want)
 
-    # The importable function on a pre-aggregated table (the feature table itself), on
-    # the first 2,000 leads: the whole file was compared above, this is the other shape.
-    subset = ten_thousand / "subset"
-    subset.mkdir()
-    first = pd.read_csv(leads, dtype=str, keep_default_na=False).head(2000)
-    first.to_csv(subset / "leads.csv", index=False)
-    events = pd.read_csv(actions, dtype=str, keep_default_na=False)
-    events[events["lead_id"].isin(first["lead_id"])].to_csv(subset / "actions.csv", index=False)
-    spec = load_spec("sample_crm")
-    features = lead_features(
-        read_table(spark, str(subset / "leads.csv"), spec),
-        read_table(spark, str(subset / "actions.csv"), spec, multiline=False),
-        spec,
-        as_of=AS_OF,
-    )
-    features.write.parquet(str(mlflow_home / "features.parquet"))
+    # The importable function on a pre-aggregated table: the feature table the command
+    # wrote beside the scores (one row per lead, aggregates as columns).
     aggregated = spark.read.parquet(str(mlflow_home / "features.parquet"))
+    assert aggregated.count() == N_LEADS
     scores = score_tables(
         spark, aggregated, None, f"models:/{MODEL}@champion", as_of=AS_OF, settings=settings
     )
-    want = want[want["lead_id"].isin(first["lead_id"])].reset_index(drop=True)
     same_rows(scores.toPandas(), want)
 
 
