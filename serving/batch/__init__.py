@@ -3,7 +3,7 @@
     leadscore score --leads leads.csv [--actions actions.csv] --out scores.csv
         [--model models:/lead-readiness@champion | FOLDER] [--as-of 2026-03-01T00:00:00Z]
         [--chunk-size 50000] [--reasons 3] [--sort] [--to-log] [--no-progress]
-        [--engine local | spark]
+        [--engine local | spark [--features-out FOLDER] [--spark-master URL]]
 
 One row per lead: ``lead_id``, ``p_<stage>`` per scored stage, ``score``, ``grade``,
 ``category``, ``reasons`` (the top ``--reasons`` in words, as
