@@ -116,7 +116,7 @@ serve: $(STAMP) ## Serve the API on HOST:PORT (127.0.0.1:8000); CONFIG=... serve
 	$(LEADSCORE) serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs mlflow models serve
+bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs mlflow models serve, webhooks, rescore
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
@@ -125,6 +125,8 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, API vs ml
 	$(PY) -m benchmarks.board
 	$(PY) -m benchmarks.batch_scoring
 	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.webhooks
+	$(PY) -m benchmarks.rescore
 
 .PHONY: screenshot
 screenshot: $(STAMP) ## Re-take docs/board.png with headless Chromium (needs /usr/bin/chromium)
