@@ -116,7 +116,7 @@ serve: $(STAMP) ## Serve the API on HOST:PORT (127.0.0.1:8000); CONFIG=... serve
 	$(LEADSCORE) serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks: features, generator, training, storage, batch and Spark scoring, replicas, API vs mlflow models serve
+bench: $(STAMP) ## Benchmarks: features, generator, training, storage, batch and Spark scoring, replicas, API vs mlflow models serve, webhooks, rescore
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(PY) -m benchmarks.features
 	$(PY) -m benchmarks.training
@@ -127,6 +127,8 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, batch and
 	$(PY) -m benchmarks.spark_scoring
 	$(PY) -m benchmarks.replicas
 	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.webhooks
+	$(PY) -m benchmarks.rescore
 
 .PHONY: screenshot
 screenshot: $(STAMP) ## Re-take docs/board.png with headless Chromium (needs /usr/bin/chromium)

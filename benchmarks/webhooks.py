@@ -148,6 +148,41 @@ def run_round(
     return result
 
 
+def drain_rate(
+    home: Path, env: dict[str, str], lead: dict[str, Any], hook: str, n: int
+) -> dict[str, float]:
+    """Deliveries/s on their own: ``n`` events made while no worker delivers, then a service
+    with its workers on empties the backlog; timed from its readiness to the last arrival."""
+    db = home / f"backlog-{time.monotonic_ns()}.db"
+    quiet = env | {
+        "LEADSCORE_DATABASE_URL": f"sqlite:///{db}",
+        "LEADSCORE_WEBHOOKS_WORKER": "false",
+    }
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "serving", "--port", str(port),
+               "--workers", str(os.cpu_count() or 1)]  # fmt: skip
+    with process(command, quiet, f"{base}/readyz", home / f"{port}.log"):
+        _post(f"{base}/v1/webhooks", {"url": hook, "event_types": ["lead.created"]}, ADMIN)
+        for start in range(0, n, 1000):
+            leads = [
+                {**lead, "lead_id": f"backlog-{i}"} for i in range(start, min(n, start + 1000))
+            ]
+            _post(f"{base}/v1/score/batch", {"leads": leads}, KEY)
+    _Receiver.arrivals = []
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command[4] = str(port)
+    live = env | {"LEADSCORE_DATABASE_URL": f"sqlite:///{db}"}
+    with process(command, live, f"{base}/readyz", home / f"{port}.log"):
+        ready = time.time()
+        deadline = ready + 300
+        while len(_Receiver.arrivals) < n and time.time() < deadline:
+            time.sleep(0.05)
+        last = max(at for at, _ in _Receiver.arrivals)
+    return {"events": n, "delivered": len(_Receiver.arrivals), "per_s": n / (last - ready)}
+
+
 def _count(db: Path, table: str) -> int:
     import sqlite3
 
@@ -190,6 +225,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--leads", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each round")
+    parser.add_argument("--backlog", type=int, default=5000, help="events in the drain test")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package 'wrk'; `make bench` installs it)")
@@ -214,6 +250,7 @@ def main() -> None:
         for name in names if repeat % 2 == 0 else names[::-1]:
             hook_url = hook if name == "event + webhook" else None
             runs[name].append(run_round(name, home, env, lead, args, hook_url, calm))
+    backlog = drain_rate(home, env, lead, hook, args.backlog)
     server.shutdown()
     rps = {name: statistics.mean(r["rps"] for r in rounds) for name, rounds in runs.items()}
     print(f"\nsingle-lead requests, wrk {args.seconds}s at 32 connections, "
@@ -232,6 +269,9 @@ def main() -> None:
     print(f"deliveries: {delivered:.0f} of {events:.0f} events ({duplicates:.0f} duplicates), "
           f"{rate:.0f}/s from the first request to the last delivery "
           f"(backlog drained {drain:.1f} s after the load stopped)")  # fmt: skip
+    print(f"a backlog of {backlog['events']:.0f} events: {backlog['delivered']:.0f} delivered at "
+          f"{backlog['per_s']:.0f}/s ({os.cpu_count()} worker processes, "
+          "8 sends in flight each)")  # fmt: skip
     p50 = statistics.median(calm)
     print(f"delivery latency at ~50 leads/s (commit -> receiver): p50 {p50:.1f} ms, "
           f"p99 {_pct(calm, 0.99):.1f} ms over {len(calm)} events")  # fmt: skip

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, Exists, exists, select
 
 from scorelog.events import CREATED, Event, events_since
 from scorelog.store import RankedLead
@@ -26,11 +26,12 @@ CONTACT_OUTCOMES = ("contacted", "qualified", "disqualified", "won", "lost")
 CLOSED_OUTCOMES = ("won", "lost", "disqualified")
 
 
+def _has_outcome(kinds: Sequence[str]) -> Exists:
+    return exists().where(Outcome.lead_id == LeadLatest.lead_id, Outcome.outcome.in_(kinds))
+
+
 def uncontacted(engine: Engine, limit: int) -> list[RankedLead]:
     """The best ``limit`` leads nobody has contacted yet, highest score first."""
-    contacted = exists().where(
-        Outcome.lead_id == LeadLatest.lead_id, Outcome.outcome.in_(CONTACT_OUTCOMES)
-    )
     query = (
         select(
             LeadLatest.lead_id,
@@ -41,7 +42,7 @@ def uncontacted(engine: Engine, limit: int) -> list[RankedLead]:
             LeadLatest.scored_at,
             LeadLatest.model_version,
         )
-        .where(~contacted)
+        .where(~_has_outcome(CONTACT_OUTCOMES))
         .order_by(LeadLatest.score.desc(), LeadLatest.lead_id)
         .limit(limit)
     )
@@ -132,9 +133,7 @@ class OpenLead:
 
 def iter_open_leads(engine: Engine, batch_size: int = 5000) -> Iterator[list[OpenLead]]:
     """Every open lead, in lead id order, ``batch_size`` at a time (keyset pages)."""
-    closed = exists().where(
-        Outcome.lead_id == LeadLatest.lead_id, Outcome.outcome.in_(CLOSED_OUTCOMES)
-    )
+    closed = _has_outcome(CLOSED_OUTCOMES)
     after = ""
     while True:
         query = (

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from features.spec import CategoricalField, FeatureSpec, load_spec
+from scorelog.display import display_of
 from scorelog.store import (
     REASONED_OUTCOMES,
     REJECTION_REASONS,
@@ -470,9 +471,11 @@ def router(settings: ServingSettings) -> APIRouter:
             return await problem(token, 404, "unscored")
         params = request.query_params
         served = request.app.state.store.current
+        shown = (await run_in_threadpool(display_of, log.engine, [lead_id])).get(lead_id, {})
         context = {
             "title": f"Lead {lead_id}",
             "lead_id": lead_id,
+            "display": [(d.label, shown[d.name]) for d in spec.display if shown.get(d.name)],
             "history": [(row, reasons_in_words(row.reasons)) for row in history],
             "chart": score_chart(history, outcomes, served.model.grade_bands if served else None),
             "outcomes": outcomes,

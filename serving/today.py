@@ -110,22 +110,27 @@ def router(settings: ServingSettings) -> APIRouter:
         token = request.cookies.get(board.SESSION_COOKIE)
         return token if sessions.valid(token) else None
 
-    async def refuse(token: str) -> Response:
-        context = {
-            "title": "Unknown rep",
-            "detail": "Choose a rep from the list.",
-            "csrf": sessions.csrf(token),
-        }
-        return await board.render_page(env, "message.html", context, 400)
-
-    @api.get("/today")
-    async def today(request: Request, log: Log) -> Response:
+    async def view(request: Request) -> tuple[str, str | None] | Response:
+        """(session token, the rep asked for or None), or the answer that refuses the visit."""
         token = signed_in(request)
         if token is None:
             return board.redirect(f"{board.COOKIE_PATH}/login")
         only = request.query_params.get("rep") or None
         if only is not None and only not in reps:
-            return await refuse(token)
+            context = {
+                "title": "Unknown rep",
+                "detail": "Choose a rep from the list.",
+                "csrf": sessions.csrf(token),
+            }
+            return await board.render_page(env, "message.html", context, 400)
+        return token, only
+
+    @api.get("/today")
+    async def today(request: Request, log: Log) -> Response:
+        checked = await view(request)
+        if isinstance(checked, Response):
+            return checked
+        token, only = checked
         rows = await run_in_threadpool(today_rows, log, reps, only)
         rising, cooling, shown = await run_in_threadpool(moved, log)
         context: dict[str, Any] = {
@@ -147,13 +152,10 @@ def router(settings: ServingSettings) -> APIRouter:
 
     @api.get("/today.csv")
     async def today_csv(request: Request, log: Log) -> Response:
-        token = signed_in(request)
-        if token is None:
-            return board.redirect(f"{board.COOKIE_PATH}/login")
-        only = request.query_params.get("rep") or None
-        if only is not None and only not in reps:
-            return await refuse(token)
-        rows = await run_in_threadpool(today_rows, log, reps, only)
+        checked = await view(request)
+        if isinstance(checked, Response):
+            return checked
+        rows = await run_in_threadpool(today_rows, log, reps, checked[1])
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         return Response(
             csv_text(rows, labels),

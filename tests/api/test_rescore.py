@@ -13,10 +13,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from leadscore.cli import main
+from scorelog import make_engine
 from scorelog.events import lead_events
+from scorelog.rescore_runs import exclusive
 from serving.app import create_app
 from serving.rescore import rescore
 from tests.api.test_api import AS_OF, CRM, lead, make_settings
@@ -75,3 +79,39 @@ def test_rescore_ages_open_leads_with_events_for_crossings_only(
         assert event.direction == "down" and event.after["score"] == after[lid][0]
         assert set(event.types) <= {"lead.category_changed", "lead.grade_changed"}
     assert (second.rescored, second.unchanged) == (0, 3)
+
+
+@pytest.mark.slow
+def test_the_rescore_command_runs_once_per_log_at_a_time(
+    tmp_path: Path,
+    trained_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = make_settings(tmp_path, trained_model_dir, webhooks_worker=False)
+    with TestClient(create_app(settings)) as client:
+        for lead_id in ("L-1", "L-2"):
+            response = client.post(
+                "/v1/score", json=lead(lead_id, **BUSY), headers={"X-API-Key": CRM}
+            )
+            assert response.status_code == 200
+    for name, value in {
+        "LEADSCORE_DATABASE_URL": settings.database_url,
+        "LEADSCORE_MODEL_URI": str(trained_model_dir),
+        "LEADSCORE_HOME": str(tmp_path),
+        "LEADSCORE_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    engine = make_engine(settings.database_url_resolved())
+    with exclusive(engine) as held:
+        assert held
+        assert main(["rescore", "--no-progress"]) == 1
+    assert capsys.readouterr().err == (
+        "error: cannot rescore: another rescore of this scoring log is running\n"
+    )
+    assert main(["rescore", "--no-progress"]) == 0
+    line = capsys.readouterr().err
+    assert line.startswith("rescored 2 open leads in ") and line.endswith(
+        "2 changed, 0 unchanged, 0 without a stored input, 0 unscorable; 2 events\n"
+    ), line
+    engine.dispose()

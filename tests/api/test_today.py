@@ -118,6 +118,9 @@ def test_display_fields_are_for_signed_in_sales_only_and_never_logged(
         ranked = client.get("/v1/leads/ranked", headers={"X-API-Key": SALES}).text
         sign_in(client)
         assert "Person 2" in client.get("/board/today").text
+        lead_page = client.get("/board/leads/L-2").text
+        assert "<dt>Name</dt><dd>Person 2</dd>" in lead_page
+        assert "<dt>Title</dt><dd>CTO</dd>" in lead_page
     assert "Person" not in ranked and "Co 1" not in ranked
     assert "Person" not in caplog.text
 

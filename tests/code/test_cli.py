@@ -17,7 +17,7 @@ from training.draft import draft
 
 COMMANDS = {
     "init", "check", "spec-schema", "data", "cv", "train", "tune", "promote", "rollback",
-    "models", "serve", "score",
+    "models", "serve", "score", "rescore",
 }  # fmt: skip
 
 
@@ -185,7 +185,10 @@ def test_serving_a_config_means_its_spec_and_champion_unless_set_explicitly(
 ) -> None:
     from serving.commands import apply_config, example_request
 
-    monkeypatch.delenv("LEADSCORE_SPEC", raising=False)
+    # setenv first so monkeypatch restores the variable apply_config sets (else it leaks
+    # into every later test of this process and changes their spec).
+    monkeypatch.setenv("LEADSCORE_SPEC", "")
+    monkeypatch.delenv("LEADSCORE_SPEC")
     monkeypatch.setenv("LEADSCORE_MODEL_URI", "models:/pinned@champion")
     spec = apply_config(str(project / "config.yaml"))
     import os
