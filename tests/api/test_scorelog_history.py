@@ -19,12 +19,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, event
+from alembic import command
+from sqlalchemy import Engine, event, text
 
 from features.batch import frames_to_records
 from features.spec import FeatureSpec, load_spec
 from models.readiness import ReadinessModel, policy_version
-from scorelog import OutcomeRow, ScoreLog, ScoreRow
+from scorelog import OutcomeRow, ScoreLog, ScoreRow, make_engine, migrate
+from scorelog.engine import alembic_config
 from scorelog.history import (
     LoggedOutcome,
     LoggedScore,
@@ -254,6 +256,33 @@ def test_iter_scores_pages_in_time_order_within_the_window(
     ]
     assert [s.scored_at for s in window] == [T0 + timedelta(minutes=m) for m in range(5, 10)]
     assert all(s.record is None for s in window)
+
+
+def test_scores_logged_before_0002_survive_the_upgrade_without_inputs(db_url: str) -> None:
+    """An existing log at revision 0001 upgrades in place; its scores read as not stored."""
+    engine = make_engine(db_url)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.execute(
+                text(
+                    "INSERT INTO scores (id, request_id, lead_id, scored_at, model_name, "
+                    "model_version, probabilities, score, grade, category, reasons, warnings) "
+                    "VALUES (1, 'r', 'L-old', :at, 'm', '2', :p, 40, 'C', 'mql', '{}', '[]')"
+                ),
+                {"at": T0.replace(tzinfo=None), "p": '{"mql": 0.5, "sql": 0.3}'},
+            )
+        migrate(engine)
+        detail = get_score_detail(engine, 1)
+        assert detail is not None
+        assert (detail.input_state, detail.score.record) == ("not_stored", None)
+        assert (detail.score.spec_version, detail.score.policy_version) == (None, None)
+        assert detail.score.probabilities == {"mql": 0.5, "sql": 0.3}
+        assert [len(page) for page in iter_scores(engine)] == [1]
+    finally:
+        engine.dispose()
 
 
 def test_iter_outcomes_reads_labels_in_the_order_they_happened(
