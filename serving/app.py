@@ -53,7 +53,8 @@ marketing-qualified (MQL) and sales-qualified lead (SQL), a 0-100 score, an A-D 
 a category (`sql`, `mql`, `nurture`) and the reasons in words.
 
 Authenticate with the `X-API-Key` header: **crm** keys score leads and record
-outcomes, **sales** keys read the ranked leads, **admin** keys reload the model.
+outcomes, **sales** keys read the ranked leads and a score's audit trail
+(`GET /v1/scores/{score_id}`, with **admin** keys too), **admin** keys reload the model.
 Errors are RFC 9457 `application/problem+json` documents (the `Problem` schema) naming
 the field at fault. Timestamps are ISO-8601 with a timezone, between 1900-01-01 and
 2199-12-31 UTC. A worker that is full answers 503 with `Retry-After` at once.
