@@ -30,10 +30,12 @@ from models.readiness import NURTURE, ReadinessModel
 from models.reference import HORIZON_KEY, promises_of, reference_of
 from monitoring.collect import (
     ScoreColumns,
+    count_by,
     read_outcomes,
     read_window,
     records_for,
     sample_rows,
+    score_ids,
 )
 from monitoring.labels import LabelRules, OutcomeTable, label_scores
 from monitoring.live import StageLive, stage_live
@@ -125,15 +127,15 @@ def build_report(
     matured_from = matured_until - timedelta(days=settings.matured_days)
     stages = model.stages
 
-    recent = read_window(engine, stages, drift_from, now)
+    recent = np.asarray(score_ids(engine, drift_from, now), dtype=np.int64)
     features, scores, sampled, no_input = _drift(engine, model, recent, settings)
+    volumes = _volumes(model, count_by(engine, "category", drift_from, now))
     matured = read_window(engine, stages, matured_from, matured_until)
     rules = LabelRules.for_spec(model.builder.spec, horizon, rejections)
     table = OutcomeTable.build(read_outcomes(engine, now), rules)
     rows = label_scores(matured.lead_id, matured.scored_ns, table, rules, _ns(now))
     kept = matured.take(rows.keep)
     live = _live(model, kept, rows.labels, settings)
-    volumes = _volumes(model, recent)
     report = MonitorReport(
         model_name=model_name,
         model_version=model.version,
@@ -151,7 +153,7 @@ def build_report(
         drift_without_input=no_input,
         matured_rows=len(kept),
         matured_dropped=rows.dropped,
-        matured_versions=kept.versions(),
+        matured_versions=count_by(engine, "model_version", matured_from, matured_until),
         features=features,
         scores=scores,
         stages=live,
@@ -164,14 +166,13 @@ def build_report(
 
 
 def _drift(
-    engine: Engine, model: ReadinessModel, recent: ScoreColumns, settings: MonitorSettings
+    engine: Engine, model: ReadinessModel, recent: np.ndarray, settings: MonitorSettings
 ) -> tuple[list[Drift], list[Drift], int, int]:
     """PSI of each feature and stage probability on a sample of the window's inputs."""
     reference = reference_of(model.metadata)
     if reference is None or not len(recent):
         return [], [], 0, 0
-    rows = sample_rows(len(recent), settings.feature_sample)
-    ids = recent.score_id[rows]
+    ids = recent[sample_rows(len(recent), settings.feature_sample)]
     found = records_for(engine, ids)
     records = [found[int(i)] for i in ids if int(i) in found]
     if not records:
@@ -227,13 +228,13 @@ def _live(
     return out
 
 
-def _volumes(model: ReadinessModel, recent: ScoreColumns) -> list[Volume]:
+def _volumes(model: ReadinessModel, counts: dict[str, int]) -> list[Volume]:
     promises = promises_of(model.metadata)
-    n = max(len(recent), 1)
+    n = max(sum(counts.values()), 1)
     categories = [*reversed(model.stages), NURTURE]
     out = []
     for i, category in enumerate(categories):
-        count = int((recent.category == category).sum())
+        count = counts.get(category, 0)
         promised = None
         if category in promises:
             # The share meeting this stage's threshold, less the share meeting a higher one.

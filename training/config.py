@@ -103,6 +103,12 @@ class PromotionParams(BaseModel):
     higher_is_better: bool = True
 
 
+#: The service's default scoring log (``ServingSettings.database_url``), relative to the
+#: project folder: ``leadscore monitor`` and ``retrain`` in the project read what
+#: ``make run`` writes.
+DEFAULT_LOG_URL = "sqlite:///artifacts/leadscore.db"
+
+
 class FromLogParams(BaseModel):
     """Training rows from the scoring log: what was scored, labelled by what happened after.
 
@@ -117,7 +123,8 @@ class FromLogParams(BaseModel):
     url: str | None = Field(
         None,
         description="Scoring log database URL (sqlite:///path or postgresql+psycopg://...); "
-        "a relative SQLite path is relative to this config. Default: LEADSCORE_DATABASE_URL.",
+        "a relative SQLite path is relative to this config. Default: LEADSCORE_DATABASE_URL, "
+        "else the service's default log (artifacts/leadscore.db in the current folder).",
     )
     window_days: float | None = Field(
         None, gt=0, description="Only scores from this many days before now (default: all)."
@@ -286,6 +293,16 @@ def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(from_log, dict) and isinstance(from_log.get("url"), str):
         out["from_log"] = {**from_log, "url": anchored_sqlite_url(from_log["url"], base)}
     return out
+
+
+def scoring_log_url(config: TrainConfig | None, override: str | None = None) -> str:
+    """Where the scoring log is: ``override`` (``--log-url``), the config's ``from_log.url``,
+    ``LEADSCORE_DATABASE_URL``, else the service's default in the current folder."""
+    import os
+
+    url = override or (config.from_log.url if config and config.from_log else None)
+    url = url or os.environ.get("LEADSCORE_DATABASE_URL") or DEFAULT_LOG_URL
+    return anchored_sqlite_url(url, Path.cwd())
 
 
 def anchored_sqlite_url(url: str, base: Path) -> str:

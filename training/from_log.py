@@ -22,7 +22,7 @@ from features.batch import ACTIONS_KEY, AS_OF_KEY
 from features.spec import FeatureSpec
 from monitoring.collect import open_log, read_outcomes, read_window, records_for
 from monitoring.labels import LabelRules, OutcomeTable, label_scores
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, scoring_log_url
 from training.dataset import AS_OF, TrainingSet, load_training_set
 
 
@@ -52,20 +52,6 @@ def log_window(config: TrainConfig, now: datetime | None = None) -> LogWindow:
     return LogWindow(None if days is None else until - timedelta(days=days), until, now)
 
 
-def log_url(config: TrainConfig, override: str | None = None) -> str:
-    """The log's URL: the command line's, the config's, else ``LEADSCORE_DATABASE_URL``."""
-    import os
-
-    url = override or (config.from_log.url if config.from_log else None)
-    url = url or os.environ.get("LEADSCORE_DATABASE_URL")
-    if not url:
-        raise ConfigError(
-            "from_log: no scoring log given (set from_log.url in the config, "
-            "--log-url, or LEADSCORE_DATABASE_URL)"
-        )
-    return url
-
-
 def load_rows(spec: FeatureSpec, config: TrainConfig, now: datetime | None = None) -> TrainingSet:
     """The training rows a config asks for: from the log when it has ``from_log``, else files.
 
@@ -73,7 +59,7 @@ def load_rows(spec: FeatureSpec, config: TrainConfig, now: datetime | None = Non
     """
     if config.from_log is None:
         return load_training_set(spec, config)
-    return load_log_set(spec, config, log_url(config), now)
+    return load_log_set(spec, config, scoring_log_url(config), now)
 
 
 def load_log_set(

@@ -16,11 +16,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from training.config import ConfigError, FromLogParams, TrainConfig, load_pair
+from training.config import (
+    ConfigError,
+    FromLogParams,
+    TrainConfig,
+    load_pair,
+    scoring_log_url,
+)
 
-#: The service's default scoring log (``ServingSettings.database_url``), relative to the
-#: project folder: ``leadscore monitor`` in the project reads what ``make run`` writes.
-DEFAULT_LOG_URL = "sqlite:///artifacts/leadscore.db"
 EXIT_ACT = 3
 
 
@@ -71,7 +74,11 @@ def _add_monitor(subparsers: Any) -> None:
     p.add_argument(
         "--model-uri", help="model to judge (default: models:/<config's model>@champion)"
     )
-    p.add_argument("--log-url", help=f"scoring log URL (default: {DEFAULT_LOG_URL})")
+    p.add_argument(
+        "--log-url",
+        help="scoring log URL (default: the config's from_log.url, LEADSCORE_DATABASE_URL, "
+        "else artifacts/leadscore.db)",
+    )
     p.add_argument("--window-days", type=float, help="recent scores compared for drift")
     p.add_argument("--matured-days", type=float, help="width of the matured window")
     p.add_argument("--horizon-days", type=float, help="label horizon (default: the model's)")
@@ -103,7 +110,9 @@ def _monitor(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = MonitorSettings(**overrides)
-    engine = open_log(_log_url(args, config))  # a missing log fails before anything else
+    engine = open_log(
+        scoring_log_url(config, args.log_url)
+    )  # a missing log fails before anything else
     try:
         name, model = _judged_model(args.model_uri, config)
         rejections = config.from_log.rejections if config and config.from_log else None
@@ -176,16 +185,6 @@ def _tracking(config: TrainConfig | None) -> str:
     settings = _tracking_settings(config)
     configure(settings)
     return str(resolve_tracking_uri(settings))
-
-
-def _log_url(args: argparse.Namespace, config: TrainConfig | None) -> str:
-    import os
-
-    if args.log_url:
-        return str(args.log_url)
-    if config is not None and config.from_log is not None and config.from_log.url:
-        return config.from_log.url
-    return os.environ.get("LEADSCORE_DATABASE_URL") or DEFAULT_LOG_URL
 
 
 def _now(text: str | None) -> datetime | None:

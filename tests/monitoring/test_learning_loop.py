@@ -183,6 +183,14 @@ def test_from_log_ranks_as_well_as_the_equivalent_files(loop: Loop) -> None:
         "input_not_stored": 0,
     }
     assert (from_log.labels.mean() - loop.files.labels.mean()).abs().max() < 0.005
+    both = config.model_copy(update={"from_log": FromLogParams(url=loop.log_url, with_files=True)})
+    combined = load_log_set(loop.spec, both, loop.log_url, now=MATURE)
+    assert len(combined) == 2 * len(from_log)
+    assert (
+        combined.dropped["log_horizon_not_passed"] == 0
+        and "files_horizon_not_observed" in combined.dropped
+    )
+    assert combined.leads["as_of"].is_monotonic_increasing
     log_model = _train(loop.spec, config, from_log)
     file_model = _train(loop.spec, loop.config, loop.files)
     held_out = _held_out(loop.spec, loop.folder / "held_out")
@@ -287,7 +295,7 @@ def _wait_for_version(client: TestClient, version: str | None, timeout_s: float 
 
 
 def test_retrain_brings_calibration_back(loop: Loop) -> None:
-    from training.registry import CHAMPION, get_alias
+    from training.registry import CHALLENGER, CHAMPION, get_alias
     from training.retrain import retrain
     from training.tracking import TrackingSettings
 
@@ -306,6 +314,10 @@ def test_retrain_brings_calibration_back(loop: Loop) -> None:
     config = loop.config.model_copy(
         update={"from_log": FromLogParams(url=loop.log_url), "promotion": promotion}
     )
+    dry = retrain(config, TrackingSettings(), dry_run=True, now=now)
+    assert dry.dry_run and not dry.promoted and dry.duel.passes
+    assert "Decision: would promote." in dry.text()
+    assert get_alias(config.model_name, CHALLENGER).version == "1"  # nothing registered
     result = retrain(config, TrackingSettings(), now=now)
     assert result.promoted, result.text()
     assert result.duel.champion_version == "1" and result.duel.rows > 1000

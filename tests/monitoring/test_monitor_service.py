@@ -151,3 +151,17 @@ def test_train_from_an_empty_window_registers_nothing(
 
     assert MlflowClient().search_registered_models() == []
     assert MlflowClient().search_runs(experiment_ids=["0"]) == []
+
+
+def test_the_default_log_is_the_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``monitor`` and ``retrain`` in the project folder read what the service writes there."""
+    from training.config import load_config, scoring_log_url
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEADSCORE_DATABASE_URL", raising=False)
+    service = ServingSettings(_env_file=None, home=tmp_path)  # type: ignore[call-arg]
+    assert scoring_log_url(None) == service.database_url_resolved()
+    monkeypatch.setenv("LEADSCORE_DATABASE_URL", "postgresql+psycopg://db/log")
+    assert scoring_log_url(None) == "postgresql+psycopg://db/log"
+    config = load_config("sample")
+    assert scoring_log_url(config, "sqlite:///x.db") == f"sqlite:///{tmp_path}/x.db"
