@@ -83,6 +83,14 @@ rollback: $(STAMP) ## Return CONFIG's `champion` to the previous version
 models: $(STAMP) ## List CONFIG's registered model versions and their aliases
 	$(LEADSCORE) models --config $(TRAIN_CONFIG)
 
+.PHONY: monitor
+monitor: $(STAMP) ## Drift and live calibration of CONFIG's champion on the scoring log (ARGS=--json ...)
+	$(LEADSCORE) monitor --config $(TRAIN_CONFIG) $(ARGS)
+
+.PHONY: retrain
+retrain: $(STAMP) ## Train from the scoring log, duel the champion on one window, promote if not worse (ARGS=--dry-run)
+	$(LEADSCORE) retrain --config $(TRAIN_CONFIG) $(ARGS)
+
 .PHONY: test
 test: $(STAMP) ## Run every test, slow ones included (what CI runs), one process per core
 	@# Most of the suite waits on servers, subprocesses and fsyncs: two processes on two
@@ -126,6 +134,7 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, batch and
 	$(PY) -m benchmarks.batch_scoring
 	$(PY) -m benchmarks.spark_scoring
 	$(PY) -m benchmarks.replicas
+	$(PY) -m benchmarks.monitor
 	$(PY) -m benchmarks.serving
 	$(PY) -m benchmarks.webhooks
 	$(PY) -m benchmarks.rescore

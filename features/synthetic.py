@@ -38,8 +38,8 @@ seed fixes every random stream, so the same config always writes byte-identical 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
@@ -240,6 +240,7 @@ _BUSINESS_EMAIL = _col(
     ("yes", 1.0, 0.6, ("Yes", "YES", "true", "1")),
     ("no", 1.0, 0.0, ("No", "NO", "false", "0")),
 )
+_SHIFTABLE = (_SENIORITY, _DEPARTMENT, _INDUSTRY, _COUNTRY, _SOURCE)
 _SENIOR = np.isin(np.array(_SENIORITY.values), ["director", "vp", "c_level"])
 
 #: Log-median employees by industry offset, and log-median revenue per employee (USD).
@@ -310,6 +311,54 @@ _NOTES_SHARE = 0.9
 
 
 @dataclass(frozen=True)
+class Shift:
+    """A change of the world, for testing monitoring: the generator still knows the truth.
+
+    ``weights`` replaces the relative weight of levels of a profile column (``{"seniority":
+    {"director": 0.4}}``; a level the spec does not know, such as ``acquisition_source``
+    ``podcast``, is a new acquisition source); ``conversion`` multiplies a stage's
+    conditional probability (``{"sql": 0.5}``: half as many MQLs become SQLs).
+    """
+
+    weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    conversion: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        columns = {c.name: c for c in _SHIFTABLE}
+        for name, levels in self.weights.items():
+            if name not in columns:
+                raise ValueError(f"shift: unknown column {name!r} (one of {sorted(columns)})")
+            unknown = set(levels) - set(columns[name].values)
+            if unknown:
+                raise ValueError(f"shift: {name} has no level {sorted(unknown)}")
+            if any(w < 0 for w in levels.values()):
+                raise ValueError("shift: weights cannot be negative")
+        stages = LIFECYCLE_STAGES[1:]
+        for stage, factor in self.conversion.items():
+            if stage not in stages or not 0 <= factor:
+                raise ValueError(f"shift: conversion needs a stage of {stages} and a factor >= 0")
+
+    def column(self, column: _Column) -> _Column:
+        """``column`` with this shift's level weights."""
+        new = self.weights.get(column.name)
+        if not new:
+            return column
+        levels = tuple(
+            _Level(lvl.value, new.get(lvl.value, lvl.weight), lvl.fit, lvl.spellings)
+            for lvl in column.levels
+        )
+        return _Column(column.name, levels)
+
+    def conditional(self, p: np.ndarray) -> np.ndarray:
+        """Conditional stage probabilities (n, 4) with the conversion factors applied."""
+        out = p.copy()
+        for stage, factor in self.conversion.items():
+            j = LIFECYCLE_STAGES.index(stage) - 1
+            out[:, j] = np.clip(out[:, j] * factor, 0.0, 1.0)
+        return out
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """Every knob of the generator; the defaults make the bundled sample data set.
 
@@ -326,6 +375,7 @@ class SampleConfig:
     horizon_days: int = 120
     missing_rate: float = 0.05
     messy_rate: float = 0.2
+    shift: Shift | None = None
 
     def __post_init__(self) -> None:
         if self.n_leads < 1:
@@ -431,15 +481,16 @@ def _draw_profile(config: SampleConfig, rng: np.random.Generator) -> _Profile:
     Leads are sorted by creation time so ids grow with time, as a CRM assigns them.
     """
     n = config.n_leads
+    shift = config.shift or Shift()
     created = np.sort(rng.integers(_epoch(config.start), _epoch(config.end), size=n))
-    seniority = _draw(rng, _SENIORITY, n)
-    department = _draw(rng, _DEPARTMENT, n)
+    seniority = _draw(rng, shift.column(_SENIORITY), n)
+    department = _draw(rng, shift.column(_DEPARTMENT), n)
     # Half of the C-level people say they are in the executive department.
     exec_override = (seniority == _SENIORITY.code("c_level")) & (rng.random(n) < 0.5)
     department[exec_override] = _DEPARTMENT.code("executive")
-    industry = _draw(rng, _INDUSTRY, n)
-    country = _draw(rng, _COUNTRY, n)
-    source = _draw(rng, _SOURCE, n)
+    industry = _draw(rng, shift.column(_INDUSTRY), n)
+    country = _draw(rng, shift.column(_COUNTRY), n)
+    source = _draw(rng, shift.column(_SOURCE), n)
     log_size = (
         _SIZE_LOG_MEDIAN + _INDUSTRY_SIZE_SHIFT[industry] + _SIZE_LOG_SIGMA * rng.standard_normal(n)
     )
@@ -792,6 +843,8 @@ def generate(config: SampleConfig) -> SampleData:
     acts = _draw_actions(profile, intent, config, streams.actions)
     decision = profile.created + config.decision_days * _DAY
     conditional = _stage_probabilities(profile, _observe(acts, decision))
+    if config.shift is not None:
+        conditional = config.shift.conditional(conditional)
     furthest = _draw_outcome(conditional, streams.outcome)
     reached = _stage_times(decision, furthest, streams.outcome)
     marginal = np.cumprod(conditional, axis=1)

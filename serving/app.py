@@ -31,15 +31,25 @@ from scorelog.display import DisplayWriter
 from scorelog.engine import make_engine
 from scorelog.events import ChangeEvents
 from scorelog.store import ScoreLog
-from serving import board, lifecycle, metrics, retention, today
+from serving import board, board_monitoring, lifecycle, metrics, retention, today
 from serving.batcher import ScoringBatcher
 from serving.limits import BodyLimits, ConcurrencyLimit
 from serving.model_store import ModelStore
+from serving.monitoring import ReportCache
 from serving.openapi import install_openapi
 from serving.problems import install_problem_handlers
 from serving.readiness import Readiness, watch_storage
 from serving.rescore import rescore_if_due
-from serving.routes import admin, health, leads, outcomes, scores, scoring, webhooks
+from serving.routes import (
+    admin,
+    health,
+    leads,
+    monitoring,
+    outcomes,
+    scores,
+    scoring,
+    webhooks,
+)
 from serving.security import FailedAuthLimiter, KeyRing
 from serving.settings import ServingSettings
 from serving.webhooks.worker import DeliveryWorker, WorkerConfig
@@ -97,6 +107,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(board.router(settings))
     app.include_router(webhooks.router())
     app.include_router(today.router(settings))
+    app.include_router(monitoring.router())
+    app.include_router(board_monitoring.router(settings))
     install_openapi(app, settings.docs)
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_queue)
@@ -116,6 +128,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     scorelog.start()
     app.state.scorelog = scorelog
     app.state.engine = engine
+    app.state.monitoring = ReportCache(engine, settings.monitor_cache_s)
     store = ModelStore(settings)
     app.state.store = store
     batcher = ScoringBatcher(reasons=settings.reasons)

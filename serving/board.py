@@ -362,8 +362,7 @@ def router(settings: ServingSettings) -> APIRouter:
     sessions = Sessions(session_secret(settings))
     env = template_environment()
     css = _CSS.read_bytes()
-    css_url = f"{COOKIE_PATH}/static/board.css?v={hashlib.sha256(css).hexdigest()[:12]}"
-    env.globals["css_url"] = css_url
+    env.globals["css_url"] = stylesheet_url()
     api = APIRouter(prefix=COOKIE_PATH, include_in_schema=False)
     Log = Annotated[ScoreLog, Depends(scorelog)]
 

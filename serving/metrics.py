@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
+from monitoring.report import MonitorReport
+
 REQUESTS = Counter(
     "leadscore_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
 )
@@ -73,3 +75,44 @@ def render() -> tuple[bytes, str]:
         prom_multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# --- monitoring (set each time a monitoring report is computed; see serving.monitoring) ----
+
+_STATE_VALUE = {"unknown": -1.0, "ok": 0.0, "watch": 1.0, "act": 2.0}
+MONITOR_STATE = Gauge(
+    "leadscore_monitor_state",
+    "Monitoring state of the served model: -1 unknown, 0 ok, 1 watch, 2 act.",
+    ["model_version"],
+    multiprocess_mode="mostrecent",
+)
+MONITOR_PSI = Gauge(
+    "leadscore_monitor_psi",
+    "Population stability index against the training reference (kind: feature or score).",
+    ["kind", "name"],
+    multiprocess_mode="mostrecent",
+)
+MONITOR_LIVE = Gauge(
+    "leadscore_monitor_live",
+    "Live figures on matured scores per stage (figure: ece, roc_auc, precision, rows).",
+    ["stage", "figure"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def set_monitoring(report: MonitorReport) -> None:
+    """Publish a report's headline numbers (the latest report of any worker wins)."""
+    MONITOR_STATE.labels(report.model_version).set(_STATE_VALUE.get(report.state, -1.0))
+    for kind, items in (("feature", report.features), ("score", report.scores)):
+        for d in items:
+            if d.psi is not None:
+                MONITOR_PSI.labels(kind, d.name).set(d.psi)
+    for s in report.stages:
+        for figure, value in (
+            ("ece", s.ece),
+            ("roc_auc", s.roc_auc),
+            ("precision", s.live_precision),
+            ("rows", float(s.rows)),
+        ):
+            if value is not None:
+                MONITOR_LIVE.labels(s.stage, figure).set(value)

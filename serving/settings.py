@@ -104,6 +104,12 @@ class ServingSettings(BaseSettings):
         3, ge=1, le=50, description="Older registered versions kept loaded (replays)."
     )
     page_size_max: int = Field(500, ge=1)
+    monitor_cache_s: float = Field(
+        600.0,
+        ge=0,
+        description="A monitoring report (GET /v1/monitoring, the board's monitoring page) is "
+        "reused this long; thresholds and windows are LEADSCORE_MONITOR_* settings.",
+    )
     max_queue: int = Field(
         64,
         ge=1,

@@ -35,6 +35,8 @@ _TRACKING_ENV = (
     "LEADSCORE_TRACKING_URI",  # also accepted (env prefix + field name)
     "LEADSCORE_REGISTRY_URI",
 )
+#: The same names, for module-wide stores built outside these fixtures.
+TRACKING_ENV = _TRACKING_ENV
 
 
 @pytest.fixture

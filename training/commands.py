@@ -7,6 +7,8 @@
     leadscore cv --config CONFIG                     k-fold cross-validation of the pipeline
     leadscore train --config CONFIG                  train, log to MLflow, register challenger
     leadscore tune --config CONFIG                   search settings, nested-CV estimate
+    leadscore train --from-log --config CONFIG       train on the scoring log's matured scores
+    leadscore monitor | retrain                      drift and live calibration; close the loop
     leadscore promote | rollback | models            the registry's aliases
 
 Argument parsing lives here; the work is done by library functions (``training.run``,
@@ -26,6 +28,8 @@ from typing import Any
 from features.batch import FeatureError
 from features.loaders import DataError
 from features.spec import SpecError
+from monitoring.errors import LogUnavailableError
+from training import loop_commands
 from training.config import ConfigError, load_config, load_pair
 from training.tracking import RegistryError, TrackingError
 
@@ -37,6 +41,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     RegistryError,
     TrackingError,
+    LogUnavailableError,
     ValueError,
 )
 DEFAULT_CONFIG = "sample"
@@ -52,6 +57,7 @@ def register(subparsers: Any) -> None:
     _add_train(subparsers)
     _add_tune(subparsers)
     _add_registry(subparsers)
+    loop_commands.register(subparsers)
 
 
 def _config_argument(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
@@ -201,6 +207,7 @@ def _add_train(subparsers: Any) -> None:
     _config_argument(p)
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--no-register", action="store_true", help="log the run, register nothing")
+    loop_commands.from_log_arguments(p)
     p.set_defaults(func=_train)
 
 
@@ -209,7 +216,7 @@ def _train(args: argparse.Namespace) -> int:
     from training.tracking import TrackingSettings
 
     config, _ = load_pair(args.config)
-    config = config.with_overrides(seed=args.seed)
+    config = loop_commands.with_log_choice(config.with_overrides(seed=args.seed), args)
     started = time.perf_counter()
     result = run_training(config, TrackingSettings(), register_model=not args.no_register)
     print(f"Trained in {time.perf_counter() - started:.1f} s, run {result.run_id}")

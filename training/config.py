@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.spec import FeatureSpec, load_spec
+from monitoring.rejections import RejectionUse, default_rejections
 from training.thresholds import ThresholdPolicy, parse_policy
 
 CONFIGS_DIR = Path(__file__).with_name("configs")
@@ -102,6 +103,41 @@ class PromotionParams(BaseModel):
     higher_is_better: bool = True
 
 
+#: The service's default scoring log (``ServingSettings.database_url``), relative to the
+#: project folder: ``leadscore monitor`` and ``retrain`` in the project read what
+#: ``make run`` writes.
+DEFAULT_LOG_URL = "sqlite:///artifacts/leadscore.db"
+
+
+class FromLogParams(BaseModel):
+    """Training rows from the scoring log: what was scored, labelled by what happened after.
+
+    A score is a row once ``horizon_days`` (default: the config's ``horizon_days``) have
+    passed since it; its label is the furthest stage the lead's outcomes reached within
+    them (``monitoring.labels``). ``window_days`` keeps the most recent scores only (the
+    traffic of today is what the next model serves); ``with_files`` adds the config's
+    historical files to the log's rows.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(
+        None,
+        description="Scoring log database URL (sqlite:///path or postgresql+psycopg://...); "
+        "a relative SQLite path is relative to this config. Default: LEADSCORE_DATABASE_URL, "
+        "else the service's default log (artifacts/leadscore.db in the current folder).",
+    )
+    window_days: float | None = Field(
+        None, gt=0, description="Only scores from this many days before now (default: all)."
+    )
+    horizon_days: float | None = Field(None, gt=0, description="Label horizon (days).")
+    rejections: dict[str, RejectionUse] = Field(
+        default_factory=default_rejections,
+        description="Per rejection reason: 'label' (a negative row) or 'exclude' (no rows "
+        "for the lead: a duplicate or spam lead is not a lead that failed to convert).",
+    )
+    with_files: bool = Field(False, description="Also train on the config's leads files.")
+
+
 class TrainConfig(BaseModel):
     """What to train on and how; one instance per run, logged whole."""
 
@@ -133,6 +169,9 @@ class TrainConfig(BaseModel):
     baseline: bool = True
     plots: bool = True
     shap_sample: int = Field(2000, ge=100)
+    from_log: FromLogParams | None = Field(
+        None, description="Train on the scoring log (leadscore train --from-log)."
+    )
 
     @model_validator(mode="after")
     def _policies_parse(self) -> TrainConfig:
@@ -153,6 +192,12 @@ class TrainConfig(BaseModel):
         data = self.model_dump()
         data.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.model_validate(data)
+
+    def label_horizon_days(self) -> float:
+        """Days after a cut-off (or a logged score) within which a stage counts as reached."""
+        if self.from_log is not None and self.from_log.horizon_days is not None:
+            return self.from_log.horizon_days
+        return float(self.horizon_days)
 
     def promotion_metric(self, stages: list[str]) -> str:
         """The metric the gate compares: the config's, else PR-AUC of the last stage."""
@@ -244,7 +289,28 @@ def _anchored(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     spec = out.get("spec")
     if isinstance(spec, str) and _is_spec_path(spec):
         out["spec"] = str((base / spec).resolve())
+    from_log = out.get("from_log")
+    if isinstance(from_log, dict) and isinstance(from_log.get("url"), str):
+        out["from_log"] = {**from_log, "url": anchored_sqlite_url(from_log["url"], base)}
     return out
+
+
+def scoring_log_url(config: TrainConfig | None, override: str | None = None) -> str:
+    """Where the scoring log is: ``override`` (``--log-url``), the config's ``from_log.url``,
+    ``LEADSCORE_DATABASE_URL``, else the service's default in the current folder."""
+    import os
+
+    url = override or (config.from_log.url if config and config.from_log else None)
+    url = url or os.environ.get("LEADSCORE_DATABASE_URL") or DEFAULT_LOG_URL
+    return anchored_sqlite_url(url, Path.cwd())
+
+
+def anchored_sqlite_url(url: str, base: Path) -> str:
+    """A relative SQLite path made absolute against ``base``; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url
 
 
 def _is_spec_path(spec: str) -> bool:

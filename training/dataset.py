@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from features.batch import frames_to_records
 from features.loaders import MISSING_TOKEN_COUNTS, load_actions, load_history, load_leads
 from features.spec import BinaryLabel, FeatureSpec, LifecycleLabel
 from training.config import TrainConfig
@@ -39,6 +40,10 @@ class TrainingSet:
     truth: pd.DataFrame | None  # generator's true probabilities, sample data only
     dropped: dict[str, int]
     window: tuple[str, str] | None
+    #: Lead dicts (the API's shape), one per row, when rows come from the scoring log: then
+    #: features are built from exactly what was scored, and ``leads`` holds only the id,
+    #: ``created_at`` and ``as_of`` columns the splits need.
+    records: list[dict[str, Any]] | None = None
 
     def subset(self, rows: np.ndarray) -> TrainingSet:
         leads = self.leads.iloc[rows].reset_index(drop=True)
@@ -49,7 +54,14 @@ class TrainingSet:
             truth=None if self.truth is None else self.truth.iloc[rows].reset_index(drop=True),
             dropped=self.dropped,
             window=self.window,
+            records=None if self.records is None else [self.records[int(i)] for i in rows],
         )
+
+    def as_records(self, spec: FeatureSpec) -> list[dict[str, Any]]:
+        """The rows as lead dicts (what the API and the feature builder's one-lead path read)."""
+        if self.records is not None:
+            return self.records
+        return frames_to_records(spec, self.leads, self.actions)
 
     def __len__(self) -> int:
         return len(self.leads)

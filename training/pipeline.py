@@ -28,6 +28,7 @@ from models.readiness import (
     readiness_scores,
     stage_probabilities,
 )
+from models.reference import HORIZON_KEY, PROMISE_KEY, REFERENCE_KEY, build_reference
 from training.config import TrainConfig
 from training.dataset import AS_OF, Split, TrainingSet, describe
 from training.evaluation import StageMetrics, oracle_share, stage_metrics
@@ -115,6 +116,8 @@ def train(
         clock.lap(f"fit_{stage}")
     chosen, bands = _choose_policy(heads, X["validation"], parts["validation"], config)
     model = ReadinessModel(builder, heads, bands, _metadata(spec, config, data, split))
+    _attach_reference(model, chosen, X["train"])
+    clock.lap("reference")
     results = _evaluate(model, chosen, X["test"], parts["test"])
     clock.lap("evaluate")
     if config.baseline:
@@ -130,7 +133,14 @@ def _build_features(
 ) -> tuple[LeadFeatureBuilder, dict[str, np.ndarray]]:
     """The builder fitted on the training rows only, and every part's matrix."""
     builder = LeadFeatureBuilder(spec)
-    X = {"train": builder.fit_build(parts["train"].leads, actions=actions).values}
+    train = parts["train"]
+    if train.records is not None:  # rows from the scoring log: exactly what was scored
+        X = {"train": builder.fit_build(train.records).values}
+        for name, part in parts.items():
+            if name != "train":
+                X[name] = builder.transform(part.as_records(spec))
+        return builder, X
+    X = {"train": builder.fit_build(train.leads, actions=actions).values}
     for name, part in parts.items():
         if name != "train":
             X[name] = builder.transform(part.leads, actions=actions)
@@ -165,6 +175,29 @@ def _choose_policy(
     for head, threshold in zip(heads, chosen, strict=True):
         head.threshold = threshold.threshold
     return chosen, grade_bands(readiness_scores(P_val))
+
+
+def _attach_reference(
+    model: ReadinessModel, chosen: list[ChosenThreshold], X_train: np.ndarray
+) -> None:
+    """Store the training rows' binned distributions and the thresholds' promise.
+
+    Monitoring compares live traffic with the reference and live precision with the
+    promise, from the model alone (``models.reference``): no training data needed.
+    """
+    builder = model.builder
+    names = [str(n) for n in builder.get_feature_names_out()]
+    levels = {names[j]: builder.categories_of(names[j]) for j in builder.categorical_indices_}
+    reference = build_reference(X_train, names, levels, model.probabilities(X_train), model.stages)
+    model.metadata[REFERENCE_KEY] = reference.to_dict()
+    model.metadata[PROMISE_KEY] = {
+        c.stage: {
+            "threshold": c.threshold,
+            "precision": c.expected_precision,
+            "volume_share": c.expected_volume_share,
+        }
+        for c in chosen
+    }
 
 
 def _evaluate(
@@ -281,6 +314,10 @@ def _metadata(
         "split": split.kind,
         "seed": config.seed,
         "calibration": config.calibration,
+        HORIZON_KEY: config.label_horizon_days(),
+        "source": "log+files"
+        if config.from_log and config.from_log.with_files
+        else ("log" if config.from_log else "files"),
     }
 
 

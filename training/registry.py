@@ -45,9 +45,11 @@ __all__ = [
     "RollbackResult",
     "VersionInfo",
     "describe",
+    "describe_version",
     "get_alias",
     "held_out_metric",
     "promote",
+    "promote_version",
     "register",
     "rollback",
 ]
@@ -233,6 +235,32 @@ def promote(
     if decision.promoted:
         _move_champion(name, challenger.version, champion, forced=decision.forced)
     return decision
+
+
+def promote_version(name: str, version: str, *, reason: str) -> None:
+    """Make ``version`` champion after a decision taken elsewhere (``leadscore retrain``).
+
+    ``retrain`` compares challenger and champion on one shared window of recent scores,
+    which the run-metric gate of :func:`promote` cannot see; the reason it gives is recorded
+    on the version (tag ``promotion_reason``) before the alias moves, and the old champion
+    becomes ``previous-champion`` as with any promotion, so ``rollback`` undoes it.
+    """
+    champion = get_alias(name, CHAMPION)
+    if champion is not None and champion.version == version:
+        return
+    client = MlflowClient()
+    with _registry_errors(f"Recording why version {version} of {name!r} is promoted"):
+        client.set_model_version_tag(name, version=version, key="promotion_reason", value=reason)
+    _move_champion(name, version, champion, forced=False)
+
+
+def describe_version(name: str, version: str, *, description: str, tags: dict[str, str]) -> None:
+    """Set a version's description and tags (what a reviewer reads in the registry UI)."""
+    client = MlflowClient()
+    with _registry_errors(f"Describing version {version} of model {name!r}"):
+        client.update_model_version(name, version, description=description)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version=version, key=key, value=value)
 
 
 def rollback(name: str) -> RollbackResult:

@@ -22,7 +22,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.batch import frames_to_records
 from features.spec import FeatureSpec, load_spec
 from models.golden import write_golden
 from models.pyfunc import (
@@ -35,7 +34,8 @@ from models.pyfunc import (
 from models.readiness import ReadinessModel
 from training import plots
 from training.config import TrainConfig, check_fits_spec
-from training.dataset import Split, TrainingSet, load_training_set, split
+from training.dataset import Split, TrainingSet, split
+from training.from_log import load_rows
 from training.model_card import ORACLE_ROWS_AUC, render_model_card
 from training.pipeline import TrainOutcome, train
 from training.registry import PROMOTION_METRIC_TAG, VersionInfo, register
@@ -55,7 +55,11 @@ class RunResult:
 
 
 def run_training(
-    config: TrainConfig, settings: TrackingSettings, *, register_model: bool = True
+    config: TrainConfig,
+    settings: TrackingSettings,
+    *,
+    register_model: bool = True,
+    data: TrainingSet | None = None,
 ) -> RunResult:
     """Load, split, train, evaluate, log everything, register the challenger.
 
@@ -66,7 +70,8 @@ def run_training(
     settings = settings.for_names(experiment=config.experiment, model_name=config.model_name)
     spec = load_spec(config.spec)
     check_fits_spec(config, spec)
-    data = load_training_set(spec, config)
+    if data is None:
+        data = load_rows(spec, config)
     parts = split(data, spec, config)
     configure(settings)
     with mlflow.start_run() as run:
@@ -106,7 +111,7 @@ def _tracked(
         folder = Path(tmp)
         if config.plots:
             _log_plots(outcome, folder / "plots", config.shap_sample, config.seed)
-        golden = frames_to_records(spec, data.subset(parts.test[:N_GOLDEN]).leads, data.actions)
+        golden = data.subset(parts.test[:N_GOLDEN]).as_records(spec)
         outcome.model.metadata["run_id"] = run_id
         outcome.model.metadata["metrics"] = _headline(outcome.metrics())
         outcome.model.metadata["promotion_metric"] = config.promotion_metric(spec.scored_stages)

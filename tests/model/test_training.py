@@ -225,3 +225,38 @@ def test_batch_scores_equal_single_lead_scores(trained: tuple[TrainingSet, Train
     assert batch["score"].tolist() == [s.score for s in singles]
     assert batch["category"].tolist() == [s.category for s in singles]
     np.testing.assert_array_equal(batch["p_sql"], [s.probabilities["sql"] for s in singles])
+
+
+def test_the_training_reference_travels_with_the_model(
+    trained: tuple[TrainingSet, TrainOutcome], tmp_path: Path
+) -> None:
+    """Binned training distributions and the thresholds' promise survive save and load."""
+    from models.reference import HORIZON_KEY, promises_of, reference_of
+    from monitoring.psi import psi_against
+
+    _, outcome = trained
+    model = outcome.model
+    model.save(tmp_path / "m")
+    loaded = ReadinessModel.load(tmp_path / "m")
+    reference = reference_of(loaded.metadata)
+    assert reference is not None
+    names = [str(n) for n in model.builder.get_feature_names_out()]
+    assert list(reference.features) == names
+    assert list(reference.probabilities) == ["mql", "sql"]
+    for dist in [*reference.features.values(), *reference.probabilities.values()]:
+        assert sum(dist.shares) == pytest.approx(1.0)
+    seniority = reference.features["seniority"]
+    assert seniority.kind == "categorical"
+    assert seniority.labels[-2:] == ["__missing__", "__other__"]
+    assert 0.02 < seniority.shares[seniority.labels.index("__missing__")] < 0.12
+    assert reference.probabilities["sql"].kind == "numeric"
+    assert len(reference.probabilities["sql"].labels) == 11  # missing + 10 quantile bins
+    # The held-out rows come from the same population: no drift worth a word.
+    X = outcome.X_test
+    for j, name in enumerate(names):
+        assert psi_against(reference.features[name], X[:, j])[0] < 0.1, name
+    promise = promises_of(loaded.metadata)
+    assert set(promise) == {"mql", "sql"}
+    assert promise["sql"].threshold == pytest.approx(model.thresholds["sql"])
+    assert 0.3 < promise["sql"].precision <= 1.0
+    assert loaded.metadata[HORIZON_KEY] == 90.0
