@@ -7,8 +7,9 @@ the follow interval is shortened): an ``mlflow server`` serving its own artifact
 (a fresh schema of the ``test`` database). The client plays nginx's part (round robin).
 
 Under load, ``champion`` moves from version 1 to 2: no request fails, both replicas serve
-version 2 within the follow interval (plus the new model's download and check), and
-concurrent duplicate outcomes posted to both replicas are recorded once each.
+version 2 within the follow interval (plus the new model's download and check), a third
+replica started after the promotion serves version 2, and concurrent duplicate outcomes
+posted to both replicas are recorded once each.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def test_two_replicas_follow_a_promotion_under_load_and_record_outcomes_once(
         timings["registered"] = time.monotonic() - t0
 
         urls, replicas = [], []
-        for n in range(2):
+        for n in range(3):
             port = free_port()
             home = tmp_path / f"replica-{n}"
             home.mkdir()
@@ -232,6 +233,7 @@ def test_two_replicas_follow_a_promotion_under_load_and_record_outcomes_once(
                 )
             )
             urls.append(f"http://127.0.0.1:{port}")
+        late, late_url = replicas.pop(), urls.pop()  # started after the promotion
         stack.enter_context(running_together(replicas))
         timings["replicas up"] = time.monotonic() - t0
         assert [served_version(u) for u in urls] == ["1", "1"]
@@ -240,6 +242,17 @@ def test_two_replicas_follow_a_promotion_under_load_and_record_outcomes_once(
             time.sleep(2)
             client.set_registered_model_alias(MODEL, "champion", "2")
             promoted = time.monotonic()
+            # A replica started later gets the same model (start-up overlaps the wait).
+            late_errors: list[BaseException] = []
+
+            def start_late() -> None:
+                try:
+                    stack.enter_context(running_together([late]))
+                except BaseException as exc:  # re-raised below, in the test's thread
+                    late_errors.append(exc)
+
+            starter = threading.Thread(target=start_late)
+            starter.start()
             switched: dict[str, float] = {}
             while len(switched) < 2 and time.monotonic() - promoted < SWITCH_BUDGET_S:
                 for url in urls:
@@ -251,6 +264,10 @@ def test_two_replicas_follow_a_promotion_under_load_and_record_outcomes_once(
         assert len(load.latencies) > 50
         assert set(switched) == set(urls), f"not on version 2 after {SWITCH_BUDGET_S} s"
         assert {"1", "2"} <= set(load.versions)
+        starter.join()
+        if late_errors:
+            raise late_errors[0]
+        assert served_version(late_url) == "2"
         p99 = pd.Series(load.latencies).quantile(0.99)
         timings["promoted"] = time.monotonic() - t0
         print(f"\n{timings}")
