@@ -55,6 +55,7 @@ def register(subparsers: Any) -> None:
     _add_data(subparsers)
     _add_cv(subparsers)
     _add_train(subparsers)
+    _add_rows(subparsers)
     _add_tune(subparsers)
     _add_registry(subparsers)
     loop_commands.register(subparsers)
@@ -208,6 +209,9 @@ def _add_train(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--no-register", action="store_true", help="log the run, register nothing")
     loop_commands.from_log_arguments(p)
+    p.add_argument(
+        "--rows", type=Path, help="train on rows built by `leadscore rows` (a Parquet folder)"
+    )
     p.set_defaults(func=_train)
 
 
@@ -216,7 +220,9 @@ def _train(args: argparse.Namespace) -> int:
     from training.tracking import TrackingSettings
 
     config, _ = load_pair(args.config)
-    config = loop_commands.with_log_choice(config.with_overrides(seed=args.seed), args)
+    config = loop_commands.with_log_choice(
+        config.with_overrides(seed=args.seed, rows=args.rows), args
+    )
     started = time.perf_counter()
     result = run_training(config, TrackingSettings(), register_model=not args.no_register)
     print(f"Trained in {time.perf_counter() - started:.1f} s, run {result.run_id}")
@@ -227,6 +233,62 @@ def _train(args: argparse.Namespace) -> int:
             f"Registered {result.version.name} version {result.version.version} as "
             f"'challenger'. Promote it with `leadscore promote{target}`."
         )
+    return 0
+
+
+def _add_rows(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "rows", help="build the config's training rows on Apache Spark (huge event logs)"
+    )
+    _config_argument(p)
+    p.add_argument("--out", required=True, help="where to write the rows (a Parquet folder)")
+    p.add_argument("--spark-master", help="Spark master (default: the session's, else local[*])")
+    p.add_argument(
+        "--leads-per-group",
+        type=int,
+        default=20_000,
+        help="leads aggregated together in one task (their actions must fit its memory)",
+    )
+    p.set_defaults(func=_rows)
+
+
+def _rows(args: argparse.Namespace) -> int:
+    """The snapshots ``train`` would build, built on Spark; ``train --rows`` reads them."""
+    try:
+        from features.spark import local_session, read_table, spark_refusal
+        from training.spark_rows import training_rows
+    except ImportError:
+        raise ConfigError("leadscore rows needs PySpark: pip install 'leadscore[spark]'") from None
+
+    config, spec = load_pair(args.config)
+    if config.history is None:
+        raise ConfigError("leadscore rows needs a stage history file (config.history)")
+    started = time.perf_counter()
+    spark = local_session("leadscore-rows", master=args.spark_master)
+    actions = None
+    if config.actions is not None and spec.actions is not None:
+        actions = read_table(spark, str(config.actions), spec, multiline=False)
+    rows = training_rows(
+        read_table(spark, str(config.leads), spec),
+        actions,
+        read_table(spark, str(config.history), spec, multiline=False),
+        spec,
+        config,
+        leads_per_group=args.leads_per_group,
+    )
+    try:
+        rows.write.mode("errorifexists").parquet(args.out)
+    except Exception as exc:  # Spark wraps a task's error in its own exception types
+        refusal = spark_refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
+    n = spark.read.parquet(args.out).count()
+    print(
+        f"Built {n:,} training rows on Spark in {time.perf_counter() - started:.1f} s -> "
+        f"{args.out}. Train on them with `leadscore train --config {args.config} "
+        f"--rows {args.out}`."
+    )
     return 0
 
 

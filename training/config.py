@@ -27,7 +27,7 @@ from training.thresholds import ThresholdPolicy, parse_policy
 
 CONFIGS_DIR = Path(__file__).with_name("configs")
 DEFAULT_MODEL_NAME = "lead-readiness"
-_PATH_KEYS = ("leads", "actions", "history", "truth")
+_PATH_KEYS = ("leads", "actions", "history", "truth", "rows")
 #: The held-out metric promotion compares when the config names none: PR-AUC of the last
 #: scored stage (``test_sql_pr_auc`` for the lifecycle model, ``test_converted_pr_auc`` for a
 #: binary one): the stage sales acts on, measured where positives are rare.
@@ -151,6 +151,9 @@ class TrainConfig(BaseModel):
     actions: Path | None = Path("data/sample/actions.csv")
     history: Path | None = Path("data/sample/stage_history.csv")
     truth: Path | None = Path("data/sample/truth.csv")
+    # Training rows already built from these files on Spark (`leadscore rows`, a Parquet
+    # folder); when set, training reads them instead of aggregating the events itself.
+    rows: Path | None = None
     seed: int = 42
     # Point-in-time snapshots (event data with a lifecycle label).
     snapshot_days_after_created: list[int] = Field(default=[30], min_length=1)

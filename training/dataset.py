@@ -77,7 +77,15 @@ class Split:
 
 
 def load_training_set(spec: FeatureSpec, config: TrainConfig) -> TrainingSet:
-    """Read the files the config names and build labelled rows for the spec's label."""
+    """Read the files the config names and build labelled rows for the spec's label.
+
+    With ``config.rows`` the rows were built on Spark (:mod:`training.spark_rows`) and are
+    read as they are: the same rows, with the actions already aggregated.
+    """
+    if config.rows is not None:
+        from training.spark_rows import load_rows  # it builds on this module
+
+        return load_rows(config.rows, spec)
     leads = load_leads(config.leads, spec, require_label=isinstance(spec.label, BinaryLabel))
     if isinstance(spec.label, BinaryLabel):
         labels = pd.DataFrame({spec.label.stage: leads.pop("label").to_numpy(np.int8)})

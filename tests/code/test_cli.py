@@ -18,7 +18,7 @@ from training.draft import draft
 COMMANDS = {
     "init", "check", "spec-schema", "data", "cv", "train", "tune", "promote", "rollback",
     "models", "serve", "score", "rescore",
-    "monitor", "retrain",
+    "monitor", "retrain", "rows",
 }  # fmt: skip
 
 

@@ -26,23 +26,27 @@ KEY = ["lead_id", "snapshot_days"]
 
 @pytest.mark.slow
 def test_spark_training_rows_equal_the_training_sets_rows(
-    spark: Any, sample_dir: Path, sample_spec: FeatureSpec, tmp_path: Path
+    spark: Any,
+    sample_dir: Path,
+    sample_spec: FeatureSpec,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from features.spark import read_table
-    from training.spark_rows import load_rows, training_rows
+    import yaml
+
+    from leadscore.cli import main as leadscore
 
     config = small_config(sample_dir)
     want = load_training_set(sample_spec, config)
-    table = training_rows(
-        read_table(spark, str(sample_dir / "leads.csv"), sample_spec),
-        read_table(spark, str(sample_dir / "actions.csv"), sample_spec, multiline=False),
-        read_table(spark, str(sample_dir / "stage_history.csv"), sample_spec),
-        sample_spec,
-        config,
-        leads_per_group=700,  # several groups, as on a cluster
-    )
-    table.write.parquet(str(tmp_path / "rows.parquet"))
-    got = load_rows(tmp_path / "rows.parquet", sample_spec)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    out = tmp_path / "rows.parquet"
+    # Several groups of leads, as on a cluster.
+    command = ["rows", "--config", str(path), "--out", str(out), "--leads-per-group", "700"]
+    assert leadscore(command) == 0
+    assert f"Built {len(want):,} training rows on Spark" in capsys.readouterr().out
+    # `leadscore train --rows` reads them through the config, like this.
+    got = load_training_set(sample_spec, config.with_overrides(rows=out))
 
     # The same rows: same leads and cut-offs, dropped by the same horizon and
     # already-qualified rules, with the same labels.
