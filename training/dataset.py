@@ -83,9 +83,9 @@ def load_training_set(spec: FeatureSpec, config: TrainConfig) -> TrainingSet:
     read as they are: the same rows, with the actions already aggregated.
     """
     if config.rows is not None:
-        from training.spark_rows import load_rows  # it builds on this module
+        from training.spark_rows import read_spark_rows  # it builds on this module
 
-        return load_rows(config.rows, spec)
+        return read_spark_rows(config.rows, spec)
     leads = load_leads(config.leads, spec, require_label=isinstance(spec.label, BinaryLabel))
     if isinstance(spec.label, BinaryLabel):
         labels = pd.DataFrame({spec.label.stage: leads.pop("label").to_numpy(np.int8)})

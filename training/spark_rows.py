@@ -7,7 +7,7 @@ horizon after the cut-off). This job builds exactly :func:`training.dataset.snap
 rows on Spark: leads, actions and stage history are grouped by lead id and each group
 runs the same pandas code (the loaders' checks, ``snapshots`` itself with the whole
 data's end as ``observed_until``, and the builder's aggregation). The table it writes is
-small (leads x snapshots x ~90 numbers), and :func:`load_rows` turns it into the
+small (leads x snapshots x ~90 numbers), and :func:`read_spark_rows` turns it into the
 :class:`~training.dataset.TrainingSet` the training pipeline takes, which then trains
 LightGBM on one machine as usual (features from pre-aggregated columns are the
 builder's own, so the model is the one ``train`` would fit on the raw files).
@@ -129,7 +129,7 @@ def observed_until(
     return max(ends)
 
 
-def load_rows(source: Path | str | pd.DataFrame, spec: FeatureSpec) -> TrainingSet:
+def read_spark_rows(source: Path | str | pd.DataFrame, spec: FeatureSpec) -> TrainingSet:
     """Spark-built rows (a Parquet folder or a frame) as the set ``train`` learns from."""
     frame = pd.read_parquet(source) if not isinstance(source, pd.DataFrame) else source.copy()
     assert isinstance(spec.label, LifecycleLabel)
