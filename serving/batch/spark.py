@@ -79,7 +79,32 @@ def check_model(uri: str, settings: ServingSettings) -> CheckedModel:
     with tempfile.TemporaryDirectory(prefix="leadscore-spark-model-") as scratch:
         served = load_model(uri, settings, Path(scratch))
         model = served.model
-        return CheckedModel(served.name, served.version, model.builder.spec, model.stages)
+        checked = CheckedModel(served.name, served.version, model.builder.spec, model.stages)
+    _check_signature(checked, settings)
+    return checked
+
+
+def _check_signature(checked: CheckedModel, settings: ServingSettings) -> None:
+    """Refuse a version logged before its signature took pre-aggregated columns.
+
+    MLflow drops input columns its signature does not list, so such a model would score
+    the feature table as leads without any action: wrong scores, without an error.
+    """
+    import mlflow
+
+    if checked.spec.actions is None:
+        return
+    tracking = settings.resolved_tracking_uri()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    signature = mlflow.models.get_model_info(checked.uri).signature
+    names = set() if signature is None else set(signature.inputs.input_names())
+    if not set(aggregated_columns(checked.spec)) <= names:
+        raise UsageError(
+            f"{checked.name} version {checked.version} was logged before Spark scoring "
+            "(its signature has no pre-aggregated action columns); train and register it "
+            "again, then score on Spark"
+        )
 
 
 def score_tables(

@@ -203,3 +203,39 @@ def test_a_file_the_loaders_refuse_is_refused_on_spark_with_their_message(
         refusal = spark_refusal(caught.value)
         assert isinstance(refusal, DataError)
         assert str(refusal) == message  # one line, no row numbers (not file lines on Spark)
+
+
+def test_a_version_logged_before_spark_scoring_is_refused_not_mis_scored(
+    mlflow_home: Path, trained_model_dir: Path
+) -> None:
+    """Its signature lacks the aggregate columns: MLflow would drop them without a word."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema
+
+    from features.batch import aggregated_columns
+    from models.pyfunc import ARTIFACT_KEY, ReadinessPyfunc, signature
+    from models.readiness import ReadinessModel
+    from serving.batch.job import UsageError
+    from serving.batch.spark import check_model
+    from training import registry
+
+    model = ReadinessModel.load(trained_model_dir)
+    spec = model.builder.spec
+    current = signature(spec, model.stages)
+    aggregates = set(aggregated_columns(spec))
+    older = ModelSignature(
+        inputs=Schema([c for c in current.inputs.inputs if c.name not in aggregates]),
+        outputs=current.outputs,
+    )
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ReadinessPyfunc(),
+            artifacts={ARTIFACT_KEY: str(trained_model_dir)},
+            signature=older,
+            pip_requirements=["mlflow"],
+        )
+    registry.register(info.model_uri, name=MODEL, run_id=run.info.run_id)
+    with pytest.raises(UsageError, match="was logged before Spark scoring"):
+        check_model(f"models:/{MODEL}/1", settings_for(mlflow_home))
