@@ -124,7 +124,8 @@ def _int(v: float) -> str:
 
 
 def _count(n: float, unit: str) -> str:
-    return f"{_int(n)} {unit}" if round(n) == 1 else f"{_int(n)} {unit}s"
+    # NaN reaches here from a pre-aggregated table with an empty activity cell.
+    return f"{_int(n)} {unit}" if not math.isnan(n) and round(n) == 1 else f"{_int(n)} {unit}s"
 
 
 def _period(days: int) -> str:
