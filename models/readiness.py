@@ -303,8 +303,8 @@ class ReadinessModel:
             if not rows.size:
                 continue
             effects = head.source_contributions(X[rows], self.reasons.grouping)
-            for r, e in zip(rows, effects, strict=True):
-                out[r] = self.reasons.top(X[r], e, k)
+            for r, found in zip(rows, self.reasons.top_many(X[rows], effects, k), strict=True):
+                out[r] = found
         return out
 
     # -- persistence -----------------------------------------------------------------

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -33,6 +32,7 @@ from serving.model_store import ServedModel
 from serving.openapi import problems
 from serving.problems import INTERNAL_TYPE, FieldError, ProblemError, storage_unavailable
 from serving.readiness import Readiness
+from serving.responses import FastJSONResponse
 from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
 from serving.security import require
 from serving.settings import ServingSettings
@@ -71,7 +71,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         batcher: Annotated[ScoringBatcher, Depends(scoring_batcher)],
         state: Annotated[Readiness, Depends(readiness)],
         reasons: Reasons = None,
-    ) -> JSONResponse:
+    ) -> FastJSONResponse:
         record = _pinned(to_record(lead))
         try:
             result = await batcher.score(served.model, record, reasons=reasons)
@@ -82,7 +82,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         row = _row(result, record, served, request_id, spec, display)
         (score_id,) = await _durably(log, [row], state, wait_s)
         metrics.SCORES.labels(result.category).inc()
-        return JSONResponse(_body(result, served, request_id, score_id))
+        return FastJSONResponse(_body(result, served, request_id, score_id))
 
     @api.post(
         "/score/batch",
@@ -98,7 +98,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         log: Annotated[ScoreLog, Depends(scorelog)],
         state: Annotated[Readiness, Depends(readiness)],
         reasons: Reasons = None,
-    ) -> JSONResponse:
+    ) -> FastJSONResponse:
         records = [_pinned(to_record(lead)) for lead in batch.leads]  # type: ignore[attr-defined]
         request_id = request.state.request_id
         k = settings.reasons if reasons is None else reasons
@@ -117,7 +117,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         ids = await _durably(log, rows, state, wait_s)  # one transaction: all or nothing
         for r in results:
             metrics.SCORES.labels(r.category).inc()
-        return JSONResponse(
+        return FastJSONResponse(
             {
                 "results": [
                     _body(r, served, request_id, i) for r, i in zip(results, ids, strict=True)

@@ -14,7 +14,7 @@ def _strip(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in {"request_id", "score_id", "reasons"}}
 
 
-def test_reasons_count_per_request_single_and_batch(client: TestClient) -> None:  # noqa: F811
+def test_reasons_count_per_request_single_batch_and_refused(client: TestClient) -> None:  # noqa: F811
     default = client.post("/v1/score", json=lead(), headers=crm()).json()
     assert default["reasons"]["positive"], "the default (3) shows reasons"
     for k in (0, 1, 2, 5):
@@ -34,11 +34,8 @@ def test_reasons_count_per_request_single_and_batch(client: TestClient) -> None:
     assert [r["lead_id"] for r in results] == ["L-1", "L-2"]
     assert results[0]["reasons"]["positive"] == default["reasons"]["positive"][:1]
     assert all(len(side) <= 1 for r in results for side in r["reasons"].values())
-
-
-def test_a_bad_reasons_count_is_a_problem_naming_the_parameter(
-    client: TestClient,  # noqa: F811
-) -> None:
+    # A bad count is refused like any bad input: a problem naming the parameter
+    # (checked in the same app: each app start checks the model in a subprocess).
     for bad in ("11", "-1", "two", "1.5"):
         response = client.post(f"/v1/score?reasons={bad}", json=lead(), headers=crm())
         assert response.status_code == 422, response.text
