@@ -80,11 +80,10 @@ def prepare(home: Path, n_leads: int) -> tuple[list[dict[str, Any]], Path]:
     synthetic.write(synthetic.generate(synthetic.SampleConfig(n_leads=n_leads)), data_dir)
     config = sample_config(data_dir, plots=False, baseline=False)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    run = run_training(config, TrackingSettings(home=home))
+    run_training(config, TrackingSettings(home=home))
     registry.promote("lead-readiness", metric="test_sql_pr_auc")
-    uri = f"models:/lead-readiness/{run.version}"
     folder, _, _ = registry_fetch.download(
-        uri, f"sqlite:///{home / 'mlflow.db'}", home / "champion"
+        "models:/lead-readiness@champion", f"sqlite:///{home / 'mlflow.db'}", home / "champion"
     )
     spec = load_spec("sample_crm")
     leads = load_leads(data_dir / "leads.csv", spec)
@@ -233,23 +232,34 @@ def _env(home: Path) -> dict[str, str]:
     }
 
 
-def bench_service(run: Run, records: list[dict[str, Any]], quick: bool) -> None:
+def bench_service(
+    run: Run, records: list[dict[str, Any]], quick: bool, source: Path | None = None
+) -> None:
+    """This service; with ``source``, the same service from another checkout (a baseline)."""
+    name = "leadscore" if source is None else "baseline leadscore"
+    env = _env(run.home)
+    if source is not None:  # its packages first on the path, before this checkout's
+        env["PYTHONPATH"] = str(source)
+        env["LEADSCORE_MODEL_CACHE_DIR"] = str(run.home / "baseline-cache")
+        env["LEADSCORE_DATABASE_URL"] = f"sqlite:///{run.home / 'baseline-scores.db'}"
     port = _free_port()
     command = [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(run.workers)]
     health = f"http://127.0.0.1:{port}/readyz"
-    with process(command, _env(run.home), health, run.home / "ours.log") as pid:
+    with process(command, env, health, run.home / f"{name.replace(' ', '-')}.log") as pid:
         url = f"http://127.0.0.1:{port}/v1/score"
         bodies = [json.dumps(r) for r in records]
-        run.drive("leadscore", url, bodies)
-        run.drive("leadscore reasons=0", f"{url}?reasons=0", bodies)
+        run.drive(name, url, bodies)
+        if source is None:
+            run.drive(f"{name} reasons=0", f"{url}?reasons=0", bodies)
         batch = json.dumps({"leads": _distinct(records, 1000)}).encode()
         headers = {"Content-Type": "application/json", "X-API-Key": KEY}
         repeat = 5 if quick else 15
-        run.batch["leadscore"] = batch_latency(f"{url}/batch", batch, headers, repeat)
-        run.batch["leadscore reasons=0"] = batch_latency(
-            f"{url}/batch?reasons=0", batch, headers, repeat
-        )
-        run.rss["leadscore"] = rss_mib(pid)
+        run.batch[name] = batch_latency(f"{url}/batch", batch, headers, repeat)
+        if source is None:
+            run.batch[f"{name} reasons=0"] = batch_latency(
+                f"{url}/batch?reasons=0", batch, headers, repeat
+            )
+        run.rss[name] = rss_mib(pid)
 
 
 def bench_minimal(run: Run, records: list[dict[str, Any]], folder: Path) -> None:
@@ -314,7 +324,9 @@ def report(run: Run, n_leads: int) -> None:
     ceiling = run.single["FastAPI + Booster.predict"][top]["rps"]
     mlflow = run.single["mlflow models serve"][top]["rps"]
     print(f"\nat {top} connections, as ratios of this run:")
-    for server in ("leadscore", "leadscore reasons=0"):
+    for server in run.single:
+        if "leadscore" not in server:
+            continue
         rps = run.single[server][top]["rps"]
         print(f"  {server:<22} {rps / ceiling:6.0%} of FastAPI + Booster.predict, "
               f"{rps / max(mlflow, 1e-9):5.1f}x mlflow models serve")  # fmt: skip
@@ -333,6 +345,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--leads", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="about a minute: 3 s rows, 32 conns")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the service from this source tree (e.g. `git archive` of an older "
+        "commit), in the same run, for before/after ratios",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package 'wrk'; `make bench` installs it)")
@@ -347,6 +365,8 @@ def main() -> None:
         workers=os.cpu_count() or 1,
         home=home,
     )
+    if args.baseline is not None:
+        bench_service(run, records, args.quick, source=args.baseline.resolve())
     bench_service(run, records, args.quick)
     bench_minimal(run, records, folder)
     bench_mlflow(run, records, args.quick)

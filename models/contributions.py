@@ -36,6 +36,8 @@ _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CHUNK = 64
 #: Rows decided at once: bounds the (rows, split nodes) temporaries.
 _ROWS = 256
+#: New (lead, tree) pairs computed from the leaf tables at once (about 60 elements each).
+_PAIRS = 1024
 
 
 class ContributionCache:
@@ -85,7 +87,7 @@ class ContributionCache:
         if slots is None:
             n, n_trees = patterns.shape
             rows, trees = np.repeat(np.arange(n), n_trees), np.tile(np.arange(n_trees), n)
-            each = self.tables.contributions(left, rows, trees, self.grouping)
+            each = self._computed(left, rows, trees)
             return each.reshape(n, n_trees, -1).sum(axis=1)
         out = np.empty((len(X), self.grouping.shape[1]))
         for start in range(0, len(X), _CHUNK):
@@ -128,6 +130,22 @@ class ContributionCache:
             slots = self._find(trees, patterns).reshape(patterns.shape)
         return slots
 
+    def _computed(self, left: np.ndarray, rows: np.ndarray, trees: np.ndarray) -> np.ndarray:
+        """Contributions of tree ``trees[m]`` for lead ``rows[m]``, from the leaf tables.
+
+        In slices of :data:`_PAIRS`: the per-element temporaries stay a few MiB, which
+        glibc would otherwise keep as resident memory after a large first batch.
+        """
+        assert self.tables is not None
+        return np.concatenate(
+            [
+                self.tables.contributions(
+                    left, rows[i : i + _PAIRS], trees[i : i + _PAIRS], self.grouping
+                )
+                for i in range(0, len(rows), _PAIRS)
+            ]
+        )
+
     def _find(self, trees: np.ndarray, patterns: np.ndarray) -> np.ndarray:
         """Slot of each (tree, pattern), -1 when not cached."""
         trees, patterns = trees.ravel(), patterns.ravel()
@@ -153,8 +171,7 @@ class ContributionCache:
         """Compute each new (tree, pattern) once, from the leaf tables, for a lead that has it."""
         assert self.tables is not None
         start, end = self._filled, self._filled + len(pairs)
-        trees = pairs[:, 0].astype(np.int64)
-        self._values[start:end] = self.tables.contributions(left, rows, trees, self.grouping)
+        self._values[start:end] = self._computed(left, rows, pairs[:, 0].astype(np.int64))
         self._tree[start:end] = pairs[:, 0]
         self._pattern[start:end] = pairs[:, 1]
         self._filled = end
