@@ -14,6 +14,8 @@ is what the comparison measures.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,16 @@ def _boosters(folder: Path) -> list[lgb.Booster]:
     return [lgb.Booster(model_file=str(p)) for p in sorted(folder.glob("head_*.txt"))]
 
 
-app = FastAPI()
 _HEADS: list[lgb.Booster] = []
 
 
-@app.on_event("startup")
-def _load() -> None:  # after the fork, as LightGBM requires
-    _HEADS.extend(_boosters(Path(os.environ["LEADSCORE_MINIMAL_MODEL"])))
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    _HEADS.extend(_boosters(Path(os.environ["LEADSCORE_MINIMAL_MODEL"])))  # after the fork
+    yield
+
+
+app = FastAPI(lifespan=_lifespan)
 
 
 @app.post("/score")

@@ -17,7 +17,8 @@ actions), cycling through every such lead of the sample rather than repeating on
 body, at 1, 8 and 32 connections. Then a 1,000-lead batch (distinct leads; the first
 call is reported apart, before any cache is warm) with and without reasons, and the
 resident memory of each worker. ``--quick`` trains on fewer leads, runs 3 s per row and
-only 32 connections: about a minute. Everything is bounded in time and talks only to
+only 32 connections (about four minutes on a loaded 2-core box, most of it
+starting the servers). Everything is bounded in time and talks only to
 127.0.0.1; figures are printed as ratios within this run, never asserted.
 """
 
@@ -344,7 +345,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--leads", type=int, default=20_000)
-    parser.add_argument("--quick", action="store_true", help="about a minute: 3 s rows, 32 conns")
+    parser.add_argument("--quick", action="store_true", help="3 s rows, 32 connections only")
     parser.add_argument(
         "--baseline",
         type=Path,
