@@ -94,9 +94,14 @@ class StageHead:
 
     def _explainer(self, grouping: np.ndarray) -> ContributionCache:
         with _EXPLAINER_LOCK:  # built once per head, by whichever thread asks first
-            if self.explainer is None or self.explainer.grouping is not grouping:
-                self.explainer = ContributionCache(self.booster, grouping)
-            return self.explainer
+            explainer = self.explainer
+            if (
+                explainer is None
+                or explainer.booster is not self.booster
+                or explainer.grouping is not grouping
+            ):
+                explainer = self.explainer = ContributionCache(self.booster, grouping)
+            return explainer
 
 
 @dataclass

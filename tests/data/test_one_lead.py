@@ -48,7 +48,9 @@ AWKWARD: list[dict[str, Any]] = [
 ]
 
 
-def _base(sample_spec: FeatureSpec, sample_tables: Any) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def base_lead(sample_spec: FeatureSpec, sample_tables: Any) -> dict[str, Any]:
+    """The sample lead with the most actions among the first 40."""
     leads, actions, _ = sample_tables
     records = frames_to_records(sample_spec, leads.head(40), actions, SAMPLE_AS_OF)
     return max(records, key=lambda r: len(r["actions"]))
@@ -57,11 +59,10 @@ def _base(sample_spec: FeatureSpec, sample_tables: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("change", AWKWARD, ids=lambda c: ",".join(c))
 def test_one_lead_equals_the_batch_path(
     builder: LeadFeatureBuilder,  # noqa: F811
-    sample_spec: FeatureSpec,
-    sample_tables: Any,
+    base_lead: dict[str, Any],
     change: dict[str, Any],
 ) -> None:
-    lead = {**_base(sample_spec, sample_tables), **change}
+    lead = {**base_lead, **change}
     one = builder.build_one(lead)
     batch = _batch(builder, lead)
     assert np.array_equal(one.values[0], batch.values[0], equal_nan=True)
@@ -95,11 +96,10 @@ REFUSED: list[dict[str, Any]] = [
 @pytest.mark.parametrize("change", REFUSED, ids=lambda c: ",".join(c))
 def test_one_lead_refuses_what_the_batch_path_refuses(
     builder: LeadFeatureBuilder,  # noqa: F811
-    sample_spec: FeatureSpec,
-    sample_tables: Any,
+    base_lead: dict[str, Any],
     change: dict[str, Any],
 ) -> None:
-    lead = {**_base(sample_spec, sample_tables), **change}
+    lead = {**base_lead, **change}
     with pytest.raises(FeatureError) as one:
         builder.build_one(lead)
     with pytest.raises(FeatureError) as batch:
