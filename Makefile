@@ -139,6 +139,11 @@ bench: $(STAMP) ## Benchmarks: features, generator, training, storage, batch and
 	$(PY) -m benchmarks.webhooks
 	$(PY) -m benchmarks.rescore
 
+.PHONY: bench-quick
+bench-quick: $(STAMP) ## The serving table only (service, minimal endpoint, mlflow models serve): 3 s rows, 32 connections
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(PY) -m benchmarks.serving --quick
+
 .PHONY: screenshot
 screenshot: $(STAMP) ## Re-take docs/board.png with headless Chromium (needs /usr/bin/chromium)
 	LEADSCORE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/api/test_board_browser.py -m slow -q

@@ -109,7 +109,7 @@ def series_to_ns(values: Any, *, ceil: bool = False) -> np.ndarray:
     return np.where(ns == NAT, NAT, _to_micro(ns, ceil))
 
 
-def _stamp(value: Any, field: str, row: int, *, ceil: bool = False) -> int:
+def stamp(value: Any, field: str, row: int, *, ceil: bool = False) -> int:
     """:func:`to_ns` for one value of a lead dict; a bad value names its field and row."""
     try:
         return to_ns(value, ceil=ceil)
@@ -215,12 +215,12 @@ def from_records(
             now = now if now is not None else to_ns(datetime.now(UTC))
             as_of[i] = now
         else:
-            as_of[i] = _stamp(value, AS_OF_KEY, i)
+            as_of[i] = stamp(value, AS_OF_KEY, i)
     created = None
     if spec.created_at_column:
         key = spec.created_at_column
         created = np.fromiter(
-            (_stamp(r.get(key), key, i) for i, r in enumerate(records)), np.int64, count=n
+            (stamp(r.get(key), key, i) for i, r in enumerate(records)), np.int64, count=n
         )
     has_events = spec.actions is not None and not pre_aggregated
     rows: list[int] = []
@@ -231,7 +231,7 @@ def from_records(
             for action in r.get(ACTIONS_KEY) or ():
                 rows.append(i)
                 types.append(action[ACTION_TYPE_KEY])
-                stamps.append(_stamp(action[ACTION_TIME_KEY], ACTIONS_KEY, i, ceil=True))
+                stamps.append(stamp(action[ACTION_TIME_KEY], ACTIONS_KEY, i, ceil=True))
     return LeadBatch(
         n=n,
         columns=columns,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import pandas as pd
 
 from features.builder import LeadFeatureBuilder
 from models.calibration import Calibrator
+from models.contributions import ContributionCache
 from models.linear import LinearHead
 from models.reasons import Reason, ReasonWriter
 
@@ -39,6 +41,7 @@ FORMAT_VERSION = 1
 NURTURE = "nurture"
 GRADES = ("A", "B", "C", "D")
 _MODEL_FILE = "model.json"
+_EXPLAINER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -60,7 +63,10 @@ class StageHead:
     def margin(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
         return blended_margin(self.booster, self.linear, self.linear_weight, X, threads=threads)
 
+    explainer: ContributionCache | None = field(default=None, repr=False, compare=False)
+
     def contributions(self, X: np.ndarray, *, threads: int = 0) -> np.ndarray:
+        """(n, features + 1) SHAP values of the margin, bias last (LightGBM's own pass)."""
         w = self.linear_weight if self.linear is not None else 0.0
         if w >= 1.0 and self.linear is not None:
             return self.linear.contributions(X)
@@ -68,6 +74,34 @@ class StageHead:
         if w <= 0.0 or self.linear is None:
             return trees
         return (1.0 - w) * trees + w * self.linear.contributions(X)
+
+    def source_contributions(self, X: np.ndarray, grouping: np.ndarray) -> np.ndarray:
+        """(n, sources): :meth:`contributions` summed by ``grouping`` (features x sources).
+
+        The trees' part comes from :class:`ContributionCache`: the same SHAP values
+        as LightGBM's ``pred_contrib`` (up to the order of float additions) at a
+        fraction of the cost; the linear head's part is exact and cheap already.
+        """
+        n_features = grouping.shape[0]
+        w = self.linear_weight if self.linear is not None else 0.0
+        if w >= 1.0 and self.linear is not None:
+            return self.linear.contributions(X)[:, :n_features] @ grouping
+        trees = self._explainer(grouping).by_source(X)
+        if w <= 0.0 or self.linear is None:
+            return trees
+        linear = self.linear.contributions(X)[:, :n_features] @ grouping
+        return (1.0 - w) * trees + w * linear
+
+    def _explainer(self, grouping: np.ndarray) -> ContributionCache:
+        with _EXPLAINER_LOCK:  # built once per head, by whichever thread asks first
+            explainer = self.explainer
+            if (
+                explainer is None
+                or explainer.booster is not self.booster
+                or explainer.grouping is not grouping
+            ):
+                explainer = self.explainer = ContributionCache(self.booster, grouping)
+            return explainer
 
 
 @dataclass
@@ -178,7 +212,11 @@ class ReadinessModel:
         return result
 
     def score_many(
-        self, leads: Sequence[Mapping[str, Any]], *, reasons: int = 3, threads: int = 0
+        self,
+        leads: Sequence[Mapping[str, Any]],
+        *,
+        reasons: int | Sequence[int] = 3,
+        threads: int = 0,
     ) -> list[LeadScore]:
         """Dict-shaped leads (the API's shape): one matrix, one LightGBM call per head.
 
@@ -186,6 +224,7 @@ class ReadinessModel:
         and golden-row checks alike; a booster scores each row independently of the
         others, so a lead's answer does not depend on its neighbours. The API passes
         ``threads=1``: LightGBM's thread pool costs more than it saves on a few rows.
+        ``reasons`` is a count for all leads or one per lead (0: none, no SHAP work).
         """
         matrix = self.builder.build(list(leads))
         X = matrix.values
@@ -193,7 +232,7 @@ class ReadinessModel:
         scores = self.scores(P)
         grades = self.grades(scores)
         categories = self.categories(P)
-        why = self.reason_sets(X, reasons, P=P, threads=threads) if reasons else [{} for _ in leads]
+        why = self._reasons_per_lead(X, P, reasons, threads)
         return [
             LeadScore(
                 lead_id=_lead_id(lead, self.builder),
@@ -237,6 +276,25 @@ class ReadinessModel:
         out["model_version"] = self.version
         return out
 
+    def _reasons_per_lead(
+        self, X: np.ndarray, P: np.ndarray, reasons: int | Sequence[int], threads: int
+    ) -> list[dict[str, list[Reason]]]:
+        """Reasons only for the leads that asked: the strongest k of the largest k asked.
+
+        Reasons are ranked, so a lead's top k is the head of anyone's top K >= k.
+        """
+        counts = np.full(len(X), reasons) if isinstance(reasons, int) else np.asarray(reasons)
+        out: list[dict[str, list[Reason]]] = [{} for _ in range(len(X))]
+        wanted = np.flatnonzero(counts > 0)
+        if not wanted.size:
+            return out
+        k = int(counts[wanted].max())
+        sets = self.reason_sets(X[wanted], k, P=P[wanted], threads=threads)
+        for i, found in zip(wanted, sets, strict=True):
+            n = int(counts[i])
+            out[i] = found if n == k else {side: rs[:n] for side, rs in found.items()}
+        return out
+
     def reason_sets(
         self, X: np.ndarray, k: int = 3, *, P: np.ndarray | None = None, threads: int = 0
     ) -> list[dict[str, list[Reason]]]:
@@ -249,9 +307,9 @@ class ReadinessModel:
             rows = np.flatnonzero(which == h)
             if not rows.size:
                 continue
-            effects = self.reasons.by_source(head.contributions(X[rows], threads=threads))
-            for r, e in zip(rows, effects, strict=True):
-                out[r] = self.reasons.top(X[r], e, k)
+            effects = head.source_contributions(X[rows], self.reasons.grouping)
+            for r, found in zip(rows, self.reasons.top_many(X[rows], effects, k), strict=True):
+                out[r] = found
         return out
 
     # -- persistence -----------------------------------------------------------------

@@ -11,7 +11,7 @@ last 7 days").
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,9 @@ class Reason:
     text: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Written out: dataclasses.asdict deep-copies and cost 5 µs a reason (measured:
+        # 60 ms of a 1,000-lead batch's answer and log rows).
+        return {"field": self.field, "effect": self.effect, "text": self.text}
 
 
 class ReasonWriter:
@@ -60,16 +62,29 @@ class ReasonWriter:
     def top(self, x: np.ndarray, source_effects: np.ndarray, k: int = 3) -> dict[str, list[Reason]]:
         """The k strongest positive and negative reasons for one lead's feature row."""
         order = np.argsort(-source_effects, kind="stable")
-        positive = [i for i in order[:k] if source_effects[i] > MIN_EFFECT]
-        negative = [i for i in order[::-1][:k] if source_effects[i] < -MIN_EFFECT]
+        return self._top(x, source_effects, order.tolist(), k)
+
+    def top_many(
+        self, X: np.ndarray, effects: np.ndarray, k: int = 3
+    ) -> list[dict[str, list[Reason]]]:
+        """:meth:`top` for every row, the ranking done in one numpy call for all of them."""
+        orders = np.argsort(-effects, axis=1, kind="stable").tolist()
+        return [self._top(x, e, order, k) for x, e, order in zip(X, effects, orders, strict=True)]
+
+    def _top(
+        self, x: np.ndarray, source_effects: np.ndarray, order: list[int], k: int
+    ) -> dict[str, list[Reason]]:
+        effects = source_effects.tolist()
+        positive = [i for i in order[:k] if effects[i] > MIN_EFFECT]
+        negative = [i for i in order[::-1][:k] if effects[i] < -MIN_EFFECT]
         return {
-            "positive": [self._reason(i, x, source_effects) for i in positive],
-            "negative": [self._reason(i, x, source_effects) for i in negative],
+            "positive": [self._reason(i, x, effects) for i in positive],
+            "negative": [self._reason(i, x, effects) for i in negative],
         }
 
-    def _reason(self, i: int, x: np.ndarray, effects: np.ndarray) -> Reason:
+    def _reason(self, i: int, x: np.ndarray, effects: list[float]) -> Reason:
         source = self.sources[i]
-        return Reason(source, round(float(effects[i]), 4), self.phrase(source, x))
+        return Reason(source, round(effects[i], 4), self.phrase(source, x))
 
     def phrase(self, source: str, x: np.ndarray) -> str:
         if source in self.fields:
@@ -124,7 +139,8 @@ def _int(v: float) -> str:
 
 
 def _count(n: float, unit: str) -> str:
-    return f"{_int(n)} {unit}" if round(n) == 1 else f"{_int(n)} {unit}s"
+    # NaN reaches here from a pre-aggregated table with an empty activity cell.
+    return f"{_int(n)} {unit}" if not math.isnan(n) and round(n) == 1 else f"{_int(n)} {unit}s"
 
 
 def _period(days: int) -> str:

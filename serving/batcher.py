@@ -30,6 +30,7 @@ class _Job:
     model: ReadinessModel
     record: Mapping[str, Any]
     future: Future[LeadScore]
+    reasons: int
 
 
 class ScoringBatcher:
@@ -49,9 +50,12 @@ class ScoringBatcher:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
-    async def score(self, model: ReadinessModel, record: Mapping[str, Any]) -> LeadScore:
+    async def score(
+        self, model: ReadinessModel, record: Mapping[str, Any], *, reasons: int | None = None
+    ) -> LeadScore:
+        """Score one lead with ``reasons`` reasons a side (default: the service's setting)."""
         future: Future[LeadScore] = Future()
-        self._queue.put(_Job(model, record, future))
+        self._queue.put(_Job(model, record, future, self.reasons if reasons is None else reasons))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
@@ -92,7 +96,9 @@ class ScoringBatcher:
         model = jobs[0].model
         self.calls += 1
         try:
-            results = model.score_many([j.record for j in jobs], reasons=self.reasons, threads=1)
+            results = model.score_many(
+                [j.record for j in jobs], reasons=[j.reasons for j in jobs], threads=1
+            )
         except Exception as exc:
             if len(jobs) > 1:
                 for job in jobs:  # one bad lead must not fail its neighbours

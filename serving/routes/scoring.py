@@ -14,8 +14,7 @@ import weakref
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -33,17 +32,27 @@ from serving.model_store import ServedModel
 from serving.openapi import problems
 from serving.problems import INTERNAL_TYPE, FieldError, ProblemError, storage_unavailable
 from serving.readiness import Readiness
+from serving.responses import FastJSONResponse
 from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
 from serving.security import require
 from serving.settings import ServingSettings
 
 _SOURCE_FIELD = "acquisition_source"
+#: The most reasons a side a request may ask for (the setting has the same bound).
+MAX_REASONS = 10
 
 
 def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
     Lead = lead_model(spec, max_actions=settings.max_actions)
     Batch = batch_model(spec, max_leads=settings.max_batch, max_actions=settings.max_actions)
-    reasons = settings.reasons
+    Reasons = Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_REASONS,
+            description=f"Reasons per side (0: none, the fastest). Default: {settings.reasons}.",
+        ),
+    ]
     wait_s = settings.commit_timeout_s
     api = api_router(prefix="/v1", tags=["scoring"])
 
@@ -61,10 +70,11 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         log: Annotated[ScoreLog, Depends(scorelog)],
         batcher: Annotated[ScoringBatcher, Depends(scoring_batcher)],
         state: Annotated[Readiness, Depends(readiness)],
-    ) -> JSONResponse:
+        reasons: Reasons = None,
+    ) -> FastJSONResponse:
         record = _pinned(to_record(lead))
         try:
-            result = await batcher.score(served.model, record)
+            result = await batcher.score(served.model, record, reasons=reasons)
         except FeatureError as exc:
             raise _unscorable(exc, prefix="") from None
         request_id = request.state.request_id
@@ -72,7 +82,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         row = _row(result, record, served, request_id, spec, display)
         (score_id,) = await _durably(log, [row], state, wait_s)
         metrics.SCORES.labels(result.category).inc()
-        return JSONResponse(_body(result, served, request_id, score_id))
+        return FastJSONResponse(_body(result, served, request_id, score_id))
 
     @api.post(
         "/score/batch",
@@ -87,15 +97,17 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         served: Annotated[ServedModel, Depends(served_model)],
         log: Annotated[ScoreLog, Depends(scorelog)],
         state: Annotated[Readiness, Depends(readiness)],
-    ) -> JSONResponse:
+        reasons: Reasons = None,
+    ) -> FastJSONResponse:
         records = [_pinned(to_record(lead)) for lead in batch.leads]  # type: ignore[attr-defined]
         request_id = request.state.request_id
+        k = settings.reasons if reasons is None else reasons
         try:
             results, rows = await run_in_threadpool(
                 _score_batch,
                 served,
                 records,
-                reasons,
+                k,
                 request_id,
                 spec,
                 [lead.display_values() for lead in batch.leads],  # type: ignore[attr-defined]
@@ -105,7 +117,7 @@ def router(spec: FeatureSpec, settings: ServingSettings) -> APIRouter:
         ids = await _durably(log, rows, state, wait_s)  # one transaction: all or nothing
         for r in results:
             metrics.SCORES.labels(r.category).inc()
-        return JSONResponse(
+        return FastJSONResponse(
             {
                 "results": [
                     _body(r, served, request_id, i) for r, i in zip(results, ids, strict=True)

@@ -29,7 +29,7 @@ def test_waiting_requests_share_one_model_call_and_match_single_scoring(
 ) -> None:
     batcher = ScoringBatcher(reasons=3)
     records = [_record(lead_id=f"L{i}", company_size=10 * (i + 1)) for i in range(12)]
-    jobs = [_Job(model, r, Future()) for r in records]
+    jobs = [_Job(model, r, Future(), 3) for r in records]
     for job in jobs[1:]:
         batcher._queue.put(job)
     batcher._next_batch(jobs[0])
@@ -38,9 +38,24 @@ def test_waiting_requests_share_one_model_call_and_match_single_scoring(
         assert job.future.result().to_dict() == model.score_one(record).to_dict()
 
 
+def test_requests_asking_different_reasons_share_one_call(model: ReadinessModel) -> None:
+    batcher = ScoringBatcher(reasons=3)
+    records = [_record(lead_id=f"L{i}", company_size=20 * (i + 1)) for i in range(8)]
+    jobs = [_Job(model, r, Future(), i % 4) for i, r in enumerate(records)]
+    for job in jobs[1:]:
+        batcher._queue.put(job)
+    batcher._next_batch(jobs[0])
+    assert batcher.calls == 1
+    for i, (job, record) in enumerate(zip(jobs, records, strict=True)):
+        expected = model.score_one(record, reasons=i % 4).to_dict()
+        assert job.future.result().to_dict() == expected
+        assert all(len(v) <= i % 4 for v in expected["reasons"].values())
+
+
 def test_a_bad_lead_fails_alone_and_its_neighbours_are_scored(model: ReadinessModel) -> None:
     batcher = ScoringBatcher(reasons=0)
-    good, bad = _Job(model, _record(), Future()), _Job(model, _record(seniority=["vp"]), Future())
+    good = _Job(model, _record(), Future(), 0)
+    bad = _Job(model, _record(seniority=["vp"]), Future(), 0)
     batcher._queue.put(bad)
     batcher._next_batch(good)
     assert good.future.result().lead_id == "L-1"
