@@ -75,6 +75,8 @@ def test_the_manager_sees_a_server_rendered_page(
     assert client.get("/board/monitoring", follow_redirects=False).status_code == 303
     login = client.post("/board/login", data={"api_key": SALES}, follow_redirects=False)
     assert login.status_code == 303
+    board = client.get("/board")
+    assert '<a href="/board/monitoring">Monitoring</a>' in board.text  # one click from the board
     page = client.get("/board/monitoring")
     assert page.status_code == 200
     html = page.text
