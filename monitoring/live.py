@@ -95,7 +95,7 @@ def stage_live(
     if promise is not None and live_precision is not None and promise.precision > 0:
         ratio = live_precision / promise.precision
     judge_auc = enough and positives >= settings.min_positives and auc is not None
-    drop = (trained_auc - auc) if (judge_auc and trained_auc is not None and auc) else None
+    drop = trained_auc - auc if judge_auc and trained_auc is not None and auc else None
     return StageLive(
         stage=stage,
         rows=n,
@@ -106,9 +106,7 @@ def stage_live(
         ece_state=above(ece if enough else None, settings.ece_watch, settings.ece_act),
         roc_auc=auc,
         roc_auc_trained=trained_auc,
-        auc_state=above(drop, settings.auc_drop_watch, settings.auc_drop_act)
-        if drop is not None
-        else "unknown",
+        auc_state=above(drop, settings.auc_drop_watch, settings.auc_drop_act),
         threshold=threshold,
         promised_precision=promise.precision if promise else None,
         live_precision=live_precision,

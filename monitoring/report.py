@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from models.readiness import NURTURE, ReadinessModel
-from models.reference import HORIZON_KEY, promises_of, reference_of
+from models.reference import HORIZON_KEY, BinnedDistribution, promises_of, reference_of
 from monitoring.collect import (
     ScoreColumns,
     count_by,
@@ -200,7 +200,7 @@ def _drift(
 def _one_drift(
     name: str,
     source: str,
-    reference: Any,
+    reference: BinnedDistribution,
     values: np.ndarray,
     enough: bool,
     settings: MonitorSettings,

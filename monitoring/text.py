@@ -27,13 +27,13 @@ def report_text(report: MonitorReport) -> str:
         "",
         "Live calibration on matured scores (probabilities as served)",
         f"  {'stage':<8}{'rows':>8}{'pos':>7}{'pred':>8}{'obs':>8}{'ECE':>8}  {'state':<8}"
-        f"{'ROC-AUC':>8}{'trained':>9}  {'state':<8}{'precision vs promise':<36}{'state'}",
+        f"{'ROC-AUC':>8}{'trained':>9}  {'state':<8}{'precision vs promise':<48}  {'state'}",
     ]
     for s in report.stages:
         lines.append(
             f"  {s.stage:<8}{s.rows:>8,}{s.positives:>7,}{_f(s.mean_predicted, 8)}"
             f"{_f(s.observed_rate, 8)}{_f(s.ece, 8)}  {s.ece_state:<8}{_f(s.roc_auc, 8)}"
-            f"{_f(s.roc_auc_trained, 9)}  {s.auc_state:<8}{s.sentence():<36}{s.precision_state}"
+            f"{_f(s.roc_auc_trained, 9)}  {s.auc_state:<8}{s.sentence():<48}  {s.precision_state}"
         )
     lines += ["", "Volumes in the drift window (category: count, share; promised share)"]
     for v in report.volumes:

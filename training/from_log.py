@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Engine
 
 from features.batch import ACTIONS_KEY, AS_OF_KEY
 from features.spec import FeatureSpec
@@ -131,7 +132,7 @@ def _ordered(
     )
 
 
-def _scores_since(engine: Any, since: datetime) -> int:
+def _scores_since(engine: Engine, since: datetime) -> int:
     """How many scores are newer than ``since`` (for the message of an empty window)."""
     from sqlalchemy import func, select
 

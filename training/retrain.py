@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from training.evaluation import StageMetrics, stage_metrics
 from training.from_log import load_rows
 from training.pipeline import TrainOutcome, train
 from training.tracking import RegistryError, TrackingSettings, configure, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from training.registry import VersionInfo
 
 _METRICS = tuple(StageMetrics.__dataclass_fields__)
 
@@ -158,12 +162,12 @@ def retrain(
     champion = _fetch(settings.model_name, champion_info, tracking_uri)
     if dry_run:
         outcome = train(spec, config, data, parts)
-        duel = _duel(spec, config, data, parts, outcome, champion, champion_info)
+        duel = _duel(spec, config, data, parts, outcome, champion)
         return RetrainResult(True, len(data), data.dropped, duel, promoted=False)
     from training.run import run_training
 
     result = run_training(config, settings, data=data)
-    duel = _duel(spec, config, data, parts, result.outcome, champion, champion_info)
+    duel = _duel(spec, config, data, parts, result.outcome, champion)
     version = result.version.version if result.version else None
     _record(result.run_id, settings.model_name, version, duel)
     promoted = False
@@ -173,13 +177,13 @@ def retrain(
     return RetrainResult(False, len(data), data.dropped, duel, promoted, version, result.run_id)
 
 
-def _fetch(name: str, info: object, tracking_uri: str) -> ReadinessModel | None:
+def _fetch(name: str, info: VersionInfo | None, tracking_uri: str) -> ReadinessModel | None:
     """The champion's model, downloaded; None when there is no champion."""
     if info is None:
         return None
     from models.registry_fetch import ModelFetchError, download
 
-    version = str(getattr(info, "version"))  # noqa: B009 (VersionInfo, imported lazily)
+    version = info.version
     with tempfile.TemporaryDirectory() as tmp:
         try:
             folder, _, _ = download(f"models:/{name}/{version}", tracking_uri, Path(tmp))
@@ -197,7 +201,6 @@ def _duel(
     parts: Split,
     outcome: TrainOutcome,
     champion: ReadinessModel | None,
-    champion_info: object,
 ) -> Duel:
     """Both models on the challenger's held-out (most recent) rows."""
     test = data.subset(parts.test)

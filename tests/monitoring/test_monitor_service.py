@@ -75,6 +75,8 @@ def test_the_manager_sees_a_server_rendered_page(
     assert client.get("/board/monitoring", follow_redirects=False).status_code == 303
     login = client.post("/board/login", data={"api_key": SALES}, follow_redirects=False)
     assert login.status_code == 303
+    board = client.get("/board")
+    assert '<a href="/board/monitoring">Monitoring</a>' in board.text  # one click from the board
     page = client.get("/board/monitoring")
     assert page.status_code == 200
     html = page.text
@@ -165,3 +167,23 @@ def test_the_default_log_is_the_services(tmp_path: Path, monkeypatch: pytest.Mon
     assert scoring_log_url(None) == "postgresql+psycopg://db/log"
     config = load_config("sample")
     assert scoring_log_url(config, "sqlite:///x.db") == f"sqlite:///{tmp_path}/x.db"
+
+
+def test_retrain_from_an_empty_window_changes_nothing(
+    served: tuple[TestClient, ServingSettings],
+    sample_dir: Path,
+    mlflow_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``retrain --dry-run`` and ``retrain`` read the log first: no rows, no run, no version."""
+    _, settings = served
+    config = mlflow_home / "config.yaml"
+    config.write_text(f"spec: sample_crm\nleads: {sample_dir / 'leads.csv'}\n")
+    for extra in (["--dry-run"], []):
+        argv = ["retrain", "--config", str(config), "--log-url", settings.database_url_resolved()]
+        code, out, err = _run([*argv, *extra], capsys)
+        assert code == 2 and out == ""
+        assert err.startswith("error: from_log: no matured score with its input from ")
+    from mlflow import MlflowClient
+
+    assert MlflowClient().search_registered_models() == []
