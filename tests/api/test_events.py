@@ -138,6 +138,9 @@ def test_reason_changes_rank_by_effect_and_say_how() -> None:
         "email text: now counts for the lead",
     ]
     assert reason_changes(after, after) == []
+    assert [r["text"] for r in reason_changes(None, after)] == [
+        "demo text", "pricing text", "email text",
+    ]  # fmt: skip
     assert reason_changes(None, {"positive": [{"field": 3}], "negative": "x"}) == []
 
 
