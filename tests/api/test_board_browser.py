@@ -153,9 +153,11 @@ def _sign_in(page: Any, base: str) -> None:
     assert page.get_by_role("alert").inner_text() == "That is not a valid sales key."
     page.get_by_label("Sales API key").fill(SALES)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/board")
+    page.wait_for_url(f"{base}/board/today")  # the board opens on the day's work
     [cookie] = page.context.cookies()
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/board")
+    page.get_by_role("link", name="All leads").click()
+    page.wait_for_url(f"{base}/board")
 
 
 def _rows(page: Any) -> list[dict[str, str]]:
