@@ -145,7 +145,7 @@ bench-quick: $(STAMP) ## The serving table only (service, minimal endpoint, mlfl
 	$(PY) -m benchmarks.serving --quick
 
 .PHONY: screenshot
-screenshot: $(STAMP) ## Re-take docs/board.png with headless Chromium (needs /usr/bin/chromium)
+screenshot: $(STAMP) ## Re-take docs/board.png and docs/today.png with headless Chromium (needs /usr/bin/chromium)
 	LEADSCORE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/api/test_board_browser.py -m slow -q
 
 .PHONY: mlflow-ui

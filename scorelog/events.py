@@ -139,11 +139,18 @@ def reason_changes(
 ) -> list[dict[str, Any]]:
     """The reasons whose effect changed most between two scores, said in words.
 
+    For a first score (``before`` None) they are its strongest reasons as they are.
     Reasons are compared by field; a reason absent from one side had an effect too small
     to be listed there (taken as 0). Stored reasons come from whichever model version
     wrote them, so malformed entries are skipped rather than trusted.
     """
     old, new = _effects(before or {}), _effects(after)
+    if before is None:  # a first score: its strongest reasons, nothing to compare with
+        ranked = sorted(new.items(), key=lambda item: -abs(item[1][0]))[:limit]
+        return [
+            {"field": name, "text": text, "effect_before": 0.0, "effect_after": round(effect, 4)}
+            for name, (effect, text) in ranked
+        ]
     changes: list[tuple[float, dict[str, Any]]] = []
     for name in dict.fromkeys([*new, *old]):
         was, now = old.get(name), new.get(name)

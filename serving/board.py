@@ -71,6 +71,8 @@ PAGE_SIZE = 50
 SESSION_COOKIE = "leadscore_board"
 SESSION_SECONDS = 8 * 3600  # a working day: long enough not to nag, short for a lost laptop
 COOKIE_PATH = "/board"
+#: Where a signed-in salesperson lands: the day's work (``serving.today``).
+HOME = f"{COOKIE_PATH}/today"
 #: What sales record from the board; ``stage_reached`` stays with the CRM integration.
 SALES_OUTCOMES = ("contacted", "qualified", "disqualified", "won", "lost")
 CATEGORIES = {
@@ -388,7 +390,7 @@ def router(settings: ServingSettings) -> APIRouter:
     @api.get("/login")
     async def login_form(request: Request) -> Response:
         if current(request):
-            return _redirect(COOKIE_PATH)
+            return _redirect(HOME)
         return await page("login.html", {"title": "Sign in", "error": None, "csrf": None})
 
     @api.post("/login")
@@ -407,7 +409,7 @@ def router(settings: ServingSettings) -> APIRouter:
             if wait is not None:
                 refused.headers["Retry-After"] = str(wait)
             return refused
-        response = _redirect(COOKIE_PATH)
+        response = _redirect(HOME)
         response.set_cookie(
             SESSION_COOKIE,
             sessions.issue(),

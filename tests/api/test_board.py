@@ -144,15 +144,16 @@ def test_a_sales_key_sets_a_strict_httponly_session_cookie(client: TestClient) -
     login = client.get("/board/login")
     assert login.status_code == 200 and 'type="password"' in login.text
     response = client.post("/board/login", data={"api_key": SALES}, follow_redirects=False)
-    assert response.status_code == 303 and response.headers["location"] == "/board"
+    assert response.status_code == 303 and response.headers["location"] == "/board/today"
     cookie = response.headers["set-cookie"]
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
     assert {"httponly", "path", "samesite", "max-age"} <= attributes
     assert "SameSite=strict" in cookie and "Path=/board" in cookie
     assert SALES not in cookie
     assert client.get("/board").status_code == 200
-    # Signed in, the login page goes straight to the board.
-    assert client.get("/board/login", follow_redirects=False).headers["location"] == "/board"
+    # Signed in, the login page goes straight to the board (its Today view).
+    location = client.get("/board/login", follow_redirects=False).headers["location"]
+    assert location == "/board/today"  # the day's work
 
 
 def test_logout_clears_the_session(client: TestClient) -> None:

@@ -153,9 +153,11 @@ def _sign_in(page: Any, base: str) -> None:
     assert page.get_by_role("alert").inner_text() == "That is not a valid sales key."
     page.get_by_label("Sales API key").fill(SALES)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/board")
+    page.wait_for_url(f"{base}/board/today")  # the board opens on the day's work
     [cookie] = page.context.cookies()
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/board")
+    page.get_by_role("link", name="All leads").click()
+    page.wait_for_url(f"{base}/board")
 
 
 def _rows(page: Any) -> list[dict[str, str]]:
@@ -174,9 +176,9 @@ def _board_is_ranked(page: Any, scored: dict[str, dict[str, Any]]) -> None:
     assert all(int(r["score"]) == scored[r["id"]]["score"] for r in rows)
 
 
-def _screenshot(page: Any, tmp_path: Path) -> None:
+def _screenshot(page: Any, tmp_path: Path, picture: Path = SCREENSHOT) -> None:
     update = os.environ.get("LEADSCORE_UPDATE_SCREENSHOT") == "1"
-    target = SCREENSHOT if update else tmp_path / "board.png"
+    target = picture if update else tmp_path / picture.name
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=True)
     assert 0 < target.stat().st_size < MAX_SCREENSHOT_BYTES
@@ -227,6 +229,7 @@ def _today_and_its_csv(
         for rep in REPS
     }
     assert {rep: len(rows) for rep, rows in lists.items()} == REPS
+    _screenshot(page, tmp_path, SCREENSHOT.with_name("today.png"))
     contacted = min(scored, key=lambda lid: (-scored[lid]["score"], lid))  # won by _record_won
     open_ids = sorted((lid for lid in scored if lid != contacted),
                       key=lambda lid: (-scored[lid]["score"], lid))  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -138,6 +139,9 @@ def test_reason_changes_rank_by_effect_and_say_how() -> None:
         "email text: now counts for the lead",
     ]
     assert reason_changes(after, after) == []
+    assert [r["text"] for r in reason_changes(None, after)] == [
+        "demo text", "pricing text", "email text",
+    ]  # fmt: skip
     assert reason_changes(None, {"positive": [{"field": 3}], "negative": "x"}) == []
 
 
@@ -188,3 +192,26 @@ def test_crossing_mql_to_sql_through_the_api_makes_exactly_one_event(
     assert crossed.reasons and all(": " in r["text"] for r in crossed.reasons)
     words = {r["field"] for r in crossed.reasons}
     assert words & {"pricing_page", "demo_request", "trial_signup", "webinar", "activity"}
+
+
+def test_display_fields_keep_the_newest_values_apart_from_the_log(engine: Engine) -> None:
+    from dataclasses import replace
+
+    from scorelog.display import DisplayWriter, display_of
+
+    log = ScoreLog(engine, listeners=[DisplayWriter()])
+    log.start()
+    try:
+        newer = replace(score_row("L-7", 60, at=NOW), display={"first_name": "Ada"})
+        older = replace(
+            score_row("L-7", 50, at=NOW - timedelta(days=1)), display={"first_name": "Old"}
+        )
+        write(log, newer)
+        write(log, older)  # a late arrival does not overwrite the newer name
+        write(log, score_row("L-7", 61, at=NOW + timedelta(hours=1)))  # no display: kept
+    finally:
+        log.close()
+    assert display_of(engine, ["L-7", "L-8"]) == {"L-7": {"first_name": "Ada"}}
+    with engine.connect() as connection:
+        logged = connection.execute(sa.text("SELECT * FROM scores")).all()
+    assert "Ada" not in repr(logged)
