@@ -50,13 +50,15 @@ def prepare(n_leads: int) -> tuple[Any, Any, list[dict[str, Any]]]:
     from training.pipeline import train
 
     spec = load_spec("sample_crm")
-    folder = Path(tempfile.mkdtemp(prefix="leadscore-bench-inputs-"))
-    synthetic.write(synthetic.generate(synthetic.SampleConfig(n_leads=n_leads, seed=7)), folder)
-    config = sample_config(folder, plots=False, baseline=False)
-    data = load_training_set(spec, config)
-    model = train(spec, config, data, split(data, spec, config)).model
-    leads = load_leads(folder / "leads.csv", spec)
-    actions = load_actions(folder / "actions.csv", spec, pd.Index(leads[spec.id_column]))
+    with tempfile.TemporaryDirectory(prefix="leadscore-bench-inputs-") as tmp:
+        folder = Path(tmp)
+        sample = synthetic.generate(synthetic.SampleConfig(n_leads=n_leads, seed=7))
+        synthetic.write(sample, folder)
+        config = sample_config(folder, plots=False, baseline=False)
+        data = load_training_set(spec, config)
+        model = train(spec, config, data, split(data, spec, config)).model
+        leads = load_leads(folder / "leads.csv", spec)
+        actions = load_actions(folder / "actions.csv", spec, pd.Index(leads[spec.id_column]))
     rng = random.Random(3)
     as_of = pd.to_datetime(leads["created_at"], utc=True) + pd.to_timedelta(
         [rng.uniform(2, 60) for _ in range(len(leads))], unit="D"
