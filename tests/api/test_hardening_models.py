@@ -178,10 +178,12 @@ def test_each_worker_follows_the_alias_and_refuses_a_broken_version(
         "Serving the last known good model, version 2: version 3 of the model failed its checks."
     )
     checks: list[Path] = []
-    monkeypatch.setattr(model_verify, "_check_in_subprocess", lambda f, *a: checks.append(f))
-    assert store.follow() is False  # remembered: not fetched and checked again
+    # A context, not monkeypatch.undo(): undo would also drop the fixtures' records of the
+    # MLflow variables, and the registry would leak into the next test in this process.
+    with monkeypatch.context() as patched:
+        patched.setattr(model_verify, "_check_in_subprocess", lambda f, *a: checks.append(f))
+        assert store.follow() is False  # remembered: not fetched and checked again
     assert checks == []
-    monkeypatch.undo()
     with pytest.raises(ModelLoadError, match="crashed its loader"):
         store.reload()
     assert store.current.version == "2"
