@@ -204,8 +204,10 @@ class WriteListener(Protocol):
     """Writes more rows in the writer's transaction (e.g. :class:`scorelog.events.ChangeEvents`).
 
     ``before_latest`` runs after the group's scores are inserted and before
-    ``lead_latest`` is updated, so it still sees each lead's previous score; what it writes
-    commits or rolls back with the scores. Then ``committed`` or ``rolled_back`` is called.
+    ``lead_latest`` is updated, so it still sees each lead's previous score (the group's
+    leads are locked against other writers by then, so that score stays the previous one
+    until COMMIT); what it writes commits or rolls back with the scores. Then
+    ``committed`` or ``rolled_back`` is called.
     """
 
     def before_latest(
@@ -264,6 +266,13 @@ _INSERT_INPUTS = insert(_INPUTS)
 # nextval() calls is not promised.
 _NEXT_SCORE_IDS = text(
     "SELECT nextval(pg_get_serial_sequence('scores', 'id')) FROM generate_series(1, :n)"
+)
+# One transaction-scoped advisory lock per lead, taken in key order (PostgreSQL evaluates a
+# volatile select list after ORDER BY), so two writers wanting overlapping leads queue
+# behind each other instead of deadlocking.
+_LOCK_LEADS = text(
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(l, 0) AS k"
+    " FROM unnest(CAST(:leads AS text[])) AS l) AS keys ORDER BY k"
 )
 
 
@@ -502,10 +511,23 @@ class ScoreLog:
         # lead order: concurrent writers (several API processes) then lock rows in the same
         # order and cannot deadlock.
         latest = [_latest_values(*newest[lead]) for lead in sorted(newest)]
+        self._lock_leads(connection, sorted(newest))
         for listener in self._listeners:
             listener.before_latest(connection, numbered)
         connection.execute(_UPSERT_LATEST, latest)
         return ids
+
+    def _lock_leads(self, connection: Connection, leads: list[str]) -> None:
+        """Serialise writers of the same leads until this transaction ends.
+
+        Listeners read each lead's previous state from ``lead_latest``. Under PostgreSQL's
+        READ COMMITTED, two writers (two API replicas) scoring one lead at once would both
+        read the same "before" and write events that contradict each other; with the lock
+        the second one waits, and its next statement sees the first one's commit. SQLite
+        needs nothing: a writer's BEGIN IMMEDIATE already holds the database's one write lock.
+        """
+        if self._dialect == "postgresql" and leads:
+            connection.execute(_LOCK_LEADS, {"leads": leads})
 
     def _allocate_ids(self, connection: Connection, n: int) -> list[int]:
         """Ids for ``n`` new scores, increasing in submission order.

@@ -6,8 +6,10 @@ last test crosses a lead from mql to sql through the real API and model.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from scorelog import ScoreLog, ScoreRow
+from scorelog import ScoreLog, ScoreRow, make_engine
 from scorelog.events import ChangeEvents, Event, lead_events, reason_changes
 from scorelog.webhooks import (
     Backoff,
@@ -105,6 +107,58 @@ def test_two_scores_of_a_lead_in_one_commit_make_ordered_transitions(
     ]
     assert events[1].before["category"] == "nurture"  # type: ignore[index]
     assert kinds(lead_events(engine, "L-3")) == [["lead.created"]]
+
+
+class _Slow:
+    """A listener that holds the transaction open between reading and updating lead_latest."""
+
+    def before_latest(self, connection: sa.Connection, rows: object) -> None:
+        time.sleep(0.3)
+
+    def committed(self) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
+
+
+def test_two_replicas_scoring_the_same_leads_at_once_keep_one_event_chain(
+    db_url: str, engine: Engine, log: ScoreLog
+) -> None:
+    """Two ScoreLogs (two API processes) on one database commit the same leads at once.
+
+    L-1 exists (mql) and L-2 is new. Whichever commits first, each event's ``before`` is
+    the previous event's ``after``, each lead is created once, and the last event says what
+    ``lead_latest`` holds.
+    """
+    write(log, score_row("L-1", 40, category="mql", grade="C"))
+    later, latest = NOW + timedelta(seconds=1), NOW + timedelta(seconds=2)
+    first = [score_row(lead, 80, category="sql", grade="A", at=later) for lead in ("L-1", "L-2")]
+    second = [score_row(lead, 41, category="mql", grade="C", at=latest) for lead in ("L-2", "L-1")]
+    engines = [make_engine(db_url) for _ in range(2)]
+    replicas = [ScoreLog(e, listeners=[ChangeEvents(), _Slow()]) for e in engines]
+    try:
+        for replica in replicas:
+            replica.start()
+        pending = [replicas[0].submit_scores(first), replicas[1].submit_scores(second)]
+        for future in pending:
+            future.result(timeout=10)
+    finally:
+        for replica, own in zip(replicas, engines, strict=True):
+            replica.close()
+            own.dispose()
+    query = sa.text("SELECT lead_id, score, category, grade FROM lead_latest")
+    with engine.connect() as connection:
+        stored = {lead_id: tuple(rest) for lead_id, *rest in connection.execute(query)}
+    assert stored == {"L-1": (41, "mql", "C"), "L-2": (41, "mql", "C")}
+    for lead_id in ("L-1", "L-2"):
+        events = lead_events(engine, lead_id)
+        assert [e for e in events if "lead.created" in e.types] == events[:1]
+        assert events[0].before is None
+        for previous, event in pairwise(events):
+            assert event.before == previous.after
+        final = events[-1].after
+        assert (final["category"], final["grade"]) == ("mql", "C")
 
 
 def test_deliveries_are_claimed_once_while_leased(log: ScoreLog, engine: Engine) -> None:
