@@ -171,6 +171,13 @@ class ServingSettings(BaseSettings):
     webhook_read_timeout_s: float = Field(
         10.0, gt=0, le=300, description="A receiver must answer within this long."
     )
+    webhook_attempt_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=360,
+        description="The whole try (connect, send, read the answer) ends within this long, "
+        "however slowly a receiver drips its answer (unset: connect + read timeouts).",
+    )
     webhook_max_attempts: int = Field(
         10, ge=1, le=50, description="Tries before a delivery is dead-lettered."
     )

@@ -1,7 +1,8 @@
 """A real webhook receiver on loopback, in a thread: records what it got, answers as told.
 
 ``mode`` decides the answer to the next requests: ``ok`` (204), ``fail`` (500), ``slow``
-(sleeps ``slow_s`` first, then 204), ``redirect`` (302 to another host). A receiver that
+(sleeps ``slow_s`` first, then 204), ``redirect`` (302 to another host), ``drip`` (starts
+a 200 answer, then sends one byte of a header every ``drip_s``, never finishing). A receiver that
 is "down" is simply a port nobody listens on (:func:`closed_port`).
 """
 
@@ -30,6 +31,7 @@ class Receiver:
     url: str
     mode: str = "ok"
     slow_s: float = 1.0
+    drip_s: float = 0.3
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,6 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
             mode = state.mode
         if mode == "slow":
             time.sleep(state.slow_s)
+        if mode == "drip":
+            self._drip(state.drip_s)
+            return
         if mode == "fail":
             self.send_response(500)
         elif mode == "redirect":
@@ -89,6 +94,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _drip(self, every_s: float, most: int = 200) -> None:
+        """Each byte arrives well within a read timeout; the answer never ends."""
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            for _ in range(most):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(every_s)
+        except OSError:  # the sender gave up and closed the connection
+            return
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         return

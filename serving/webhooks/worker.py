@@ -62,14 +62,17 @@ class WorkerConfig:
 
     @property
     def lease_s(self) -> float:
-        """Longer than any try can take, so a live sender's row is never taken from it."""
-        return 2 * (self.timeouts.connect_s + self.timeouts.read_s) + 5
+        """Longer than any try can take (its deadline, twice, and time to record the
+        result), so a live sender's row is never taken from it."""
+        return 2 * self.timeouts.deadline_s + 5
 
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> WorkerConfig:
         return cls(
             timeouts=sender.Timeouts(
-                settings.webhook_connect_timeout_s, settings.webhook_read_timeout_s
+                settings.webhook_connect_timeout_s,
+                settings.webhook_read_timeout_s,
+                settings.webhook_attempt_timeout_s,
             ),
             backoff=Backoff(
                 settings.webhook_backoff_s,
