@@ -90,7 +90,7 @@ def router() -> APIRouter:
         request: Request,
         config: Annotated[ServingSettings, Depends(settings_of)],
     ) -> JSONResponse:
-        await run_in_threadpool(_check_target, body.url, config.webhooks_allow_internal)
+        url = await run_in_threadpool(_check_target, body.url, config.webhooks_allow_internal)
         secret = body.secret or signing.new_secret()
         problem = signing.secret_problem(secret)
         if problem is not None:
@@ -99,7 +99,7 @@ def router() -> APIRouter:
             created = await run_in_threadpool(
                 lambda: create_subscription(
                     _engine(request),
-                    url=body.url,
+                    url=url,
                     event_types=[t for t in EVENT_TYPES if t in body.event_types],
                     secret=secret,
                     description=body.description,
@@ -218,11 +218,16 @@ def _wake(request: Request) -> None:
         worker.wake()
 
 
-def _check_target(url: str, allow_internal: bool) -> None:
+def _check_target(url: str, allow_internal: bool) -> str:
+    """The URL to store (non-ASCII encoded), or a 422 naming ``url``."""
     try:
-        targets.check(url, allow_internal=allow_internal)
+        stored = targets.normalise(url)
+        targets.check(stored, allow_internal=allow_internal)
     except targets.TargetError as exc:
         raise _invalid("url", str(exc)) from None
+    if len(stored) > MAX_URL_LENGTH:
+        raise _invalid("url", f"is longer than {MAX_URL_LENGTH} characters once percent-encoded")
+    return stored
 
 
 def _existing(engine: Engine, subscription_id: str) -> Subscription:

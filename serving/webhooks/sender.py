@@ -194,7 +194,7 @@ def _post_to(
         return Attempt(False, None, "timed out")
     except ssl.SSLError as exc:
         return Attempt(False, None, f"TLS failed ({type(exc).__name__})")
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, UnicodeError) as exc:
         return Attempt(False, None, f"connection failed ({type(exc).__name__})")
     finally:
         connection.close()

@@ -6,6 +6,8 @@ service can reach: the cloud metadata endpoint (169.254.169.254), the database, 
 internal admin page. So, unless ``LEADSCORE_WEBHOOKS_ALLOW_INTERNAL`` says otherwise:
 
 * only ``http`` and ``https`` URLs with a host name, no user name or password in them;
+  a non-ASCII path or query is percent-encoded (UTF-8) and a non-ASCII host name
+  IDNA-encoded, as a browser would: :func:`normalise` is the URL stored and called;
 * every address the host name resolves to must be a public (globally routable) one:
   loopback, private, link-local, carrier-grade NAT, multicast, reserved and unspecified
   addresses are refused, IPv4-mapped IPv6 included;
@@ -20,9 +22,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# What stays as it is when a path or query is percent-encoded: RFC 3986's unreserved and
+# reserved characters, and "%" so that an already encoded URL is not encoded twice.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
 
 
 class TargetError(ValueError):
@@ -38,14 +44,49 @@ class Target:
 
 
 def parse(url: str) -> Target:
-    """Scheme, host, port and path of an http(s) URL, or :class:`TargetError`."""
+    """Scheme, host, port and path of an http(s) URL, or :class:`TargetError`.
+
+    The host and path come out ASCII (see :func:`normalise`): they go into a request line.
+    """
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    path = quote(parts.path, safe=_PATH_SAFE) or "/"
+    if parts.query:
+        path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    default = 443 if scheme == "https" else 80
+    return Target(scheme, _ascii_host(parts.hostname or ""), parts.port or default, path)
+
+
+def normalise(url: str) -> str:
+    """The URL as the service stores and calls it: non-ASCII percent- or IDNA-encoded.
+
+    ``http://example.com/café?q=ü`` becomes ``http://example.com/caf%C3%A9?q=%C3%BC``
+    (what a browser sends); an ASCII URL comes back as it was.
+    """
+    parts = _split(url)
+    netloc = parts.netloc
+    if not netloc.isascii():  # no user info (refused), so it is the host and a port
+        host = _ascii_host(parts.hostname or "")
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            quote(parts.path, safe=_PATH_SAFE),
+            quote(parts.query, safe=_QUERY_SAFE),
+            quote(parts.fragment, safe=_QUERY_SAFE),
+        )
+    )
+
+
+def _split(url: str) -> SplitResult:
+    """The URL's parts, or :class:`TargetError` if it is not one the service would call."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
         raise TargetError("not a valid URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
+    if parts.scheme.lower() not in ("http", "https"):
         raise TargetError("must be an http or https URL")
     if not parts.hostname:
         raise TargetError("must name a host")
@@ -53,11 +94,16 @@ def parse(url: str) -> Target:
         raise TargetError("must not contain a user name or password")
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise TargetError("must not contain spaces or control characters")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    default = 443 if scheme == "https" else 80
-    return Target(scheme, parts.hostname, port or default, path)
+    return parts
+
+
+def _ascii_host(host: str) -> str:
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise TargetError("the host name is not a valid domain name") from None
 
 
 def is_internal(address: IPAddress) -> bool:

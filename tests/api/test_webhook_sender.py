@@ -1,7 +1,8 @@
-"""One webhook try against a real receiver on loopback: deadlines and what the URL becomes.
+"""One webhook try against a real receiver on loopback: its deadline, and its target URL.
 
 The delivery tests in ``test_webhooks.py`` go through the app and its worker; these call
-the sender (:mod:`serving.webhooks.sender`) directly, where a try's bounds are decided.
+the sender (:mod:`serving.webhooks.sender`) directly, where a try's bounds are decided,
+and subscribe through the API where the URL is checked and stored.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from serving.app import create_app
 from serving.webhooks import sender
 from serving.webhooks.worker import WorkerConfig
-from tests.api.test_api import make_settings
+from tests.api.test_api import ADMIN, make_settings
 from tests.webhook_receiver import Receiver, receiver
 
 
@@ -45,3 +48,22 @@ def test_the_deadline_defaults_to_connect_plus_read_and_the_lease_outlasts_it(
     settings = make_settings(tmp_path, tmp_path / "m", webhook_attempt_timeout_s=60)
     config = WorkerConfig.from_settings(settings)
     assert (config.timeouts.deadline_s, config.lease_s) == (60.0, 125.0)
+
+
+def test_a_non_ascii_url_is_stored_percent_encoded(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, tmp_path / "no-model", webhooks_worker=False)
+    body = {"url": "http://1.1.1.1/caf\u00e9?q=\u00fc", "event_types": ["lead.created"]}
+    with TestClient(create_app(settings)) as client:
+        created = client.post("/v1/webhooks", json=body, headers={"X-API-Key": ADMIN})
+        assert created.status_code == 201, created.text
+        listed = client.get("/v1/webhooks", headers={"X-API-Key": ADMIN}).json()["items"]
+    assert created.json()["url"] == "http://1.1.1.1/caf%C3%A9?q=%C3%BC"
+    assert [s["url"] for s in listed] == ["http://1.1.1.1/caf%C3%A9?q=%C3%BC"]
+
+
+def test_a_non_ascii_url_is_delivered_to_its_encoded_path(hook: Receiver) -> None:
+    url = hook.url.replace("/hook", "/caf\u00e9?q=\u00fc")
+    timeouts = sender.Timeouts(connect_s=1.0, read_s=1.0)
+    attempt = sender.post(url, b"{}", {}, timeouts=timeouts, allow_internal=True)
+    assert attempt == sender.Attempt(True, 204, None)
+    assert [r.path for r in hook.received()] == ["/caf%C3%A9?q=%C3%BC"]
