@@ -10,7 +10,8 @@ internal admin page. So, unless ``LEADSCORE_WEBHOOKS_ALLOW_INTERNAL`` says other
   IDNA-encoded, as a browser would: :func:`normalise` is the URL stored and called;
 * every address the host name resolves to must be a public (globally routable) one:
   loopback, private, link-local, carrier-grade NAT, multicast, reserved and unspecified
-  addresses are refused, IPv4-mapped IPv6 included;
+  addresses are refused, and so are IPv6 addresses that wrap an internal IPv4 one
+  (IPv4-mapped or -compatible, NAT64, 6to4, Teredo);
 * the check runs at subscription time (a clear 422) and again before every try, and the
   connection goes to the very address that was checked (no second DNS lookup that a
   rebinding name could answer differently);
@@ -29,6 +30,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # reserved characters, and "%" so that an already encoded URL is not encoded twice.
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
+# IPv6 ranges that embed an IPv4 address in their last 32 bits (RFC 6052, RFC 4291 2.5.5.1),
+# and the local-use NAT64 prefix (RFC 8215).
+_WELL_KNOWN_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class TargetError(ValueError):
@@ -107,10 +113,28 @@ def _ascii_host(host: str) -> str:
 
 
 def is_internal(address: IPAddress) -> bool:
-    """Not a globally routable unicast address (or an IPv4 one hidden in IPv6)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Not a globally routable unicast address, or an IPv6 one that carries an internal IPv4.
+
+    Several IPv6 ranges deliver to an IPv4 address written inside them (IPv4-mapped and
+    -compatible, NAT64, 6to4, Teredo); ``64:ff9b::7f00:1`` reaches 127.0.0.1 through a NAT64
+    gateway while Python calls it global. The local-use NAT64 prefix is internal as a
+    whole (RFC 8215: not globally reachable; where its IPv4 sits depends on the operator's
+    prefix length).
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return True
+        if any(is_internal(inner) for inner in embedded_ipv4(address)):
+            return True
     return not address.is_global or address.is_multicast
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address delivers to (or claims to), if any."""
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _WELL_KNOWN_NAT64 or address in _IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))  # the last 32 bits
+    return [inner for inner in found if inner is not None]
 
 
 def resolve(target: Target, *, allow_internal: bool) -> list[IPAddress]:

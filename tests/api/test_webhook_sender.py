@@ -50,15 +50,35 @@ def test_the_deadline_defaults_to_connect_plus_read_and_the_lease_outlasts_it(
     assert (config.timeouts.deadline_s, config.lease_s) == (60.0, 125.0)
 
 
-def test_a_non_ascii_url_is_stored_percent_encoded(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The service with its default webhook settings (internal targets refused), no worker."""
+    tmp_path = tmp_path_factory.mktemp("targets")
     settings = make_settings(tmp_path, tmp_path / "no-model", webhooks_worker=False)
-    body = {"url": "http://1.1.1.1/caf\u00e9?q=\u00fc", "event_types": ["lead.created"]}
-    with TestClient(create_app(settings)) as client:
-        created = client.post("/v1/webhooks", json=body, headers={"X-API-Key": ADMIN})
-        assert created.status_code == 201, created.text
-        listed = client.get("/v1/webhooks", headers={"X-API-Key": ADMIN}).json()["items"]
-    assert created.json()["url"] == "http://1.1.1.1/caf%C3%A9?q=%C3%BC"
-    assert [s["url"] for s in listed] == ["http://1.1.1.1/caf%C3%A9?q=%C3%BC"]
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("http://1.1.1.1/caf\u00e9?q=\u00fc", "http://1.1.1.1/caf%C3%A9?q=%C3%BC"),
+        ("http://1.1.1.1/caf%C3%A9", "http://1.1.1.1/caf%C3%A9"),  # encoded once only
+        ("http://[64:ff9b::808:808]/hook", "http://[64:ff9b::808:808]/hook"),  # NAT64, public
+        ("http://[2002:808:808::]/hook", "http://[2002:808:808::]/hook"),  # 6to4, public
+    ],
+)
+def test_public_targets_are_accepted_and_stored_ascii(
+    client: TestClient, url: str, stored: str
+) -> None:
+    admin = {"X-API-Key": ADMIN}
+    body = {"url": url, "event_types": ["lead.created"]}
+    created = client.post("/v1/webhooks", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    listed = client.get("/v1/webhooks", headers=admin).json()["items"]
+    assert client.delete(f"/v1/webhooks/{created.json()['id']}", headers=admin).status_code == 204
+    assert created.json()["url"] == stored
+    assert [s["url"] for s in listed] == [stored]
 
 
 def test_a_non_ascii_url_is_delivered_to_its_encoded_path(hook: Receiver) -> None:

@@ -153,6 +153,12 @@ def test_only_admin_keys_manage_subscriptions(client: TestClient, hook: Receiver
         ("url", "http://[::1]:8080/", "url", "INTERNAL"),
         ("url", "http://[::ffff:10.0.0.1]/", "url", "INTERNAL"),
         ("url", "http://192.168.1.20/", "url", "INTERNAL"),
+        ("url", "http://[64:ff9b::7f00:1]/", "url", "INTERNAL"),  # NAT64 of 127.0.0.1
+        ("url", "http://[64:ff9b::a9fe:a9fe]/", "url", "INTERNAL"),  # of 169.254.169.254
+        ("url", "http://[64:ff9b:1::808:808]/", "url", "INTERNAL"),  # local-use NAT64
+        ("url", "http://[2002:7f00:1::]/", "url", "INTERNAL"),  # 6to4 of 127.0.0.1
+        ("url", "http://[2001:0:a00:1::]/", "url", "INTERNAL"),  # Teredo, server 10.0.0.1
+        ("url", "http://[::a00:1]/", "url", "INTERNAL"),  # IPv4-compatible 10.0.0.1
         ("secret", "whsec_" + "A" * 200, "secret", "text too long (max 94)"),
         ("secret", "whsec_" + "QUJD", "secret", "must hold 24 to 64 bytes once decoded"),
         ("secret", "s3cr3t-" + "x" * 40, "secret", "must start with whsec_"),
