@@ -12,6 +12,7 @@ import functools
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,16 +41,16 @@ def postgres_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'scores.db'}"
-        return
+@contextmanager
+def postgres_schema(prefix: str = "test_storage") -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL schema, dropped with everything in it afterwards.
+
+    Skips the test, saying why, when no server answers.
+    """
     reason = postgres_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    schema = f"test_storage_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -60,6 +61,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a new SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'scores.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from sqlalchemy import create_engine, make_url, text
 from tests.api.test_api import ADMIN, CRM, SALES, lead
 from tests.api.test_hardening_models import register_broken, truncated
 from tests.api.test_model_store import _register
-from tests.scorelog_db import POSTGRES_URL, postgres_unavailable
+from tests.scorelog_db import postgres_schema
 from tests.servers import free_port, running
 
 pytestmark = pytest.mark.slow
@@ -77,20 +76,8 @@ class Client:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    schema = f"test_faults_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("test_faults") as url:
+        yield url
 
 
 def serve(tmp_path: Path, env: dict[str, str], workers: int = 1) -> Any:
