@@ -496,6 +496,7 @@ class ScoreLog:
 
     def _write(self, connection: Connection, rows: list[ScoreRow]) -> list[int]:
         """Insert the scores, their inputs and the newest per lead; the ids, in row order."""
+        self._lock_leads(connection, sorted({row.lead_id for row in rows}))
         ids = self._allocate_ids(connection, len(rows))
         numbered = list(zip(rows, ids, strict=True))
         connection.execute(_INSERT_SCORES, [_score_values(r, i) for r, i in numbered])
@@ -511,7 +512,6 @@ class ScoreLog:
         # lead order: concurrent writers (several API processes) then lock rows in the same
         # order and cannot deadlock.
         latest = [_latest_values(*newest[lead]) for lead in sorted(newest)]
-        self._lock_leads(connection, sorted(newest))
         for listener in self._listeners:
             listener.before_latest(connection, numbered)
         connection.execute(_UPSERT_LATEST, latest)
