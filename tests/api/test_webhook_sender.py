@@ -8,23 +8,19 @@ and subscribe through the API where the URL is checked and stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
-from serving.app import create_app
 from serving.webhooks import sender
 from serving.webhooks.worker import WorkerConfig
 from tests.api.test_api import ADMIN, make_settings
-from tests.webhook_receiver import Receiver, receiver
+from tests.api.test_webhooks import default_client, hook
+from tests.webhook_receiver import Receiver
 
-
-@pytest.fixture
-def hook() -> Iterator[Receiver]:
-    with receiver() as r:
-        yield r
+__all__ = ["default_client", "hook"]  # fixtures used below
 
 
 def test_a_dripping_receiver_fails_the_try_at_its_deadline(hook: Receiver) -> None:
@@ -48,15 +44,9 @@ def test_the_deadline_defaults_to_connect_plus_read_and_the_lease_outlasts_it(
     settings = make_settings(tmp_path, tmp_path / "m", webhook_attempt_timeout_s=60)
     config = WorkerConfig.from_settings(settings)
     assert (config.timeouts.deadline_s, config.lease_s) == (60.0, 125.0)
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The service with its default webhook settings (internal targets refused), no worker."""
-    tmp_path = tmp_path_factory.mktemp("targets")
-    settings = make_settings(tmp_path, tmp_path / "no-model", webhooks_worker=False)
-    with TestClient(create_app(settings)) as c:
-        yield c
+    for bad in (0, 361):
+        with pytest.raises(ValidationError, match="webhook_attempt_timeout_s"):
+            make_settings(tmp_path, tmp_path / "m", webhook_attempt_timeout_s=bad)
 
 
 @pytest.mark.parametrize(
@@ -69,8 +59,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     ],
 )
 def test_public_targets_are_accepted_and_stored_ascii(
-    client: TestClient, url: str, stored: str
+    default_client: TestClient, url: str, stored: str
 ) -> None:
+    client = default_client
     admin = {"X-API-Key": ADMIN}
     body = {"url": url, "event_types": ["lead.created"]}
     created = client.post("/v1/webhooks", json=body, headers=admin)
