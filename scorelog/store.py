@@ -200,6 +200,18 @@ class RankedLead:
     model_version: str
 
 
+#: The ``lead_latest`` columns a :class:`RankedLead` is built from, in its field order.
+RANKED_COLUMNS = (
+    LeadLatest.lead_id,
+    LeadLatest.score,
+    LeadLatest.grade,
+    LeadLatest.category,
+    LeadLatest.acquisition_source,
+    LeadLatest.scored_at,
+    LeadLatest.model_version,
+)
+
+
 class WriteListener(Protocol):
     """Writes more rows in the writer's transaction (e.g. :class:`scorelog.events.ChangeEvents`).
 
@@ -565,15 +577,7 @@ class ScoreLog:
         if limit < 1 or offset < 0:
             raise ValueError("limit must be at least 1 and offset not negative")
         query = (
-            select(
-                LeadLatest.lead_id,
-                LeadLatest.score,
-                LeadLatest.grade,
-                LeadLatest.category,
-                LeadLatest.acquisition_source,
-                LeadLatest.scored_at,
-                LeadLatest.model_version,
-            )
+            select(*RANKED_COLUMNS)
             .where(*_filters(category, grade, source))
             .order_by(LeadLatest.score.desc(), LeadLatest.lead_id)
             .limit(limit)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Exists, exists, select
 
 from scorelog.events import CREATED, Event, events_since
-from scorelog.store import RankedLead
+from scorelog.store import RANKED_COLUMNS, RankedLead
 from scorelog.tables import LeadLatest, Outcome, ScoreInput
 
 #: Outcomes that mean someone already talked to the lead (or it is decided).
@@ -33,15 +33,7 @@ def _has_outcome(kinds: Sequence[str]) -> Exists:
 def uncontacted(engine: Engine, limit: int) -> list[RankedLead]:
     """The best ``limit`` leads nobody has contacted yet, highest score first."""
     query = (
-        select(
-            LeadLatest.lead_id,
-            LeadLatest.score,
-            LeadLatest.grade,
-            LeadLatest.category,
-            LeadLatest.acquisition_source,
-            LeadLatest.scored_at,
-            LeadLatest.model_version,
-        )
+        select(*RANKED_COLUMNS)
         .where(~_has_outcome(CONTACT_OUTCOMES))
         .order_by(LeadLatest.score.desc(), LeadLatest.lead_id)
         .limit(limit)
