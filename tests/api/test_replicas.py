@@ -20,7 +20,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,7 +31,7 @@ import sqlalchemy as sa
 import yaml
 
 from tests.api.test_api import ADMIN, CRM, SALES, lead
-from tests.scorelog_db import POSTGRES_URL, postgres_unavailable
+from tests.scorelog_db import postgres_schema as fresh_postgres_schema
 from tests.servers import Server, env_without_mlflow, free_port, running, running_together
 
 pytestmark = pytest.mark.slow
@@ -95,20 +94,8 @@ def mlflow_command(port: int, root: Path) -> list[str]:
 @pytest.fixture
 def postgres_schema() -> Iterator[str]:
     """A fresh schema of the test database, as a URL the replicas use; dropped afterwards."""
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    schema = f"test_replicas_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_postgres_schema("test_replicas") as url:
+        yield url
 
 
 def log_version(model_dir: Path) -> str:
