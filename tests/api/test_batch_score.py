@@ -425,9 +425,9 @@ def test_the_champion_is_scored_without_touching_the_services_model_cache(
     import mlflow
 
     from serving.settings import ServingSettings
-    from tests.api.test_model_store import _register
+    from tests.registered_models import register_champion
 
-    assert _register(trained_model_dir) == "1"
+    assert register_champion(trained_model_dir) == "1"
     settings = ServingSettings(
         _env_file=None,
         home=mlflow_home,

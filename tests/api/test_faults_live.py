@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from tests.api.test_api import ADMIN, CRM, SALES, lead
 from tests.api.test_hardening_models import register_broken, truncated
-from tests.api.test_model_store import _register
+from tests.registered_models import register_champion
 from tests.scorelog_db import postgres_schema
 from tests.servers import free_port, running
 
@@ -445,7 +445,7 @@ def test_twice_the_sustainable_rate_is_shed_and_accepted_latency_stays_bounded(
 def test_a_broken_champion_never_takes_the_service_down(
     tmp_path: Path, trained_model_dir: Path, mlflow_home: Path
 ) -> None:
-    assert _register(trained_model_dir) == "1"
+    assert register_champion(trained_model_dir) == "1"
     env = service_env(
         mlflow_home,
         tracking_uri=mlflow.get_tracking_uri(),

@@ -26,7 +26,7 @@ from serving.app import create_app
 from serving.model_store import ModelLoadError, ModelStore
 from serving.settings import ServingSettings
 from tests.api.test_api import ADMIN, SALES, crm, lead, make_settings
-from tests.api.test_model_store import MODEL, _register, _settings
+from tests.registered_models import MODEL, register_champion, registry_settings
 from training import registry as model_registry
 
 CRASHED = "the model crashed its loader while reading head_sql.txt: a file is truncated or corrupt"
@@ -148,8 +148,8 @@ def test_start_up_with_a_broken_model_and_no_copy_is_up_but_not_ready(
 
 @pytest.fixture
 def registry(mlflow_home: Path, trained_model_dir: Path) -> ServingSettings:
-    assert _register(trained_model_dir) == "1"
-    return _settings(mlflow_home, mlflow.get_tracking_uri())
+    assert register_champion(trained_model_dir) == "1"
+    return registry_settings(mlflow_home, mlflow.get_tracking_uri())
 
 
 def test_each_worker_follows_the_alias_and_refuses_a_broken_version(
@@ -165,7 +165,7 @@ def test_each_worker_follows_the_alias_and_refuses_a_broken_version(
     ]
     for store in replicas:
         store.load_initial()
-    assert _register(trained_model_dir, run_metric=0.5) == "2"  # promoted to champion
+    assert register_champion(trained_model_dir, run_metric=0.5) == "2"  # promoted to champion
     assert [store.follow() for store in replicas] == [True, True]
     assert [s.current.version for s in replicas if s.current] == ["2", "2"]
     assert [store.follow() for store in replicas] == [False, False]  # nothing new
@@ -194,7 +194,7 @@ def test_an_older_version_is_loaded_checked_and_kept_for_replays(
 ) -> None:
     store = ModelStore(registry)
     store.load_initial()
-    assert _register(trained_model_dir, run_metric=0.5) == "2"
+    assert register_champion(trained_model_dir, run_metric=0.5) == "2"
     assert store.follow() is True
     old = store.model_version("1")
     assert (old.name, old.version, old.source) == ("lead-readiness", "1", "registry")
@@ -235,7 +235,7 @@ def silent_registry() -> Iterator[str]:
 def test_a_registry_that_never_answers_is_given_up_at_the_deadline(
     tmp_path: Path, silent_registry: str
 ) -> None:
-    store = ModelStore(_settings(tmp_path, silent_registry, registry_deadline_s=2.0))
+    store = ModelStore(registry_settings(tmp_path, silent_registry, registry_deadline_s=2.0))
     import mlflow  # noqa: F401  (imported before the clock starts: the import is not the registry)
 
     started = time.monotonic()

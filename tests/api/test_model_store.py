@@ -9,52 +9,19 @@ import time
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 import pytest
 
-from models.pyfunc import ARTIFACT_KEY, ReadinessPyfunc, signature
-from models.readiness import ReadinessModel
 from serving.model_store import ModelLoadError, ModelStore
 from serving.settings import ServingSettings
+from tests.registered_models import MODEL, register_champion, registry_settings
 from tests.servers import free_port
-from training import registry
-
-MODEL = "lead-readiness"
-
-
-def _register(model_dir: Path, run_metric: float = 0.4) -> str:
-    model = ReadinessModel.load(model_dir)
-    golden = json.loads((model_dir / "golden.json").read_text())["records"]
-    with mlflow.start_run() as run:
-        mlflow.log_metric("test_sql_pr_auc", run_metric)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ReadinessPyfunc(),
-            artifacts={ARTIFACT_KEY: str(model_dir)},
-            signature=signature(model.builder.spec, model.stages),
-            input_example=pd.DataFrame(golden[:2]),
-            pip_requirements=["mlflow"],
-        )
-    version = registry.register(info.model_uri, name=MODEL, run_id=run.info.run_id)
-    registry.promote(MODEL, metric="test_sql_pr_auc", force=True)
-    return version.version
-
-
-def _settings(home: Path, tracking_uri: str, **extra: object) -> ServingSettings:
-    return ServingSettings(  # type: ignore[call-arg]
-        _env_file=None,
-        home=home,
-        tracking_uri=tracking_uri,
-        model_cache_dir=home / "cache",
-        **extra,
-    )
 
 
 @pytest.fixture
 def registered(mlflow_home: Path, trained_model_dir: Path) -> ServingSettings:
-    version = _register(trained_model_dir)
+    version = register_champion(trained_model_dir)
     assert version == "1"
-    return _settings(mlflow_home, mlflow.get_tracking_uri())
+    return registry_settings(mlflow_home, mlflow.get_tracking_uri())
 
 
 def test_loads_the_champion_from_the_registry_and_keeps_a_local_copy(
@@ -82,7 +49,7 @@ def test_unreachable_registry_falls_back_to_the_last_known_good_copy_in_bounded_
 ) -> None:
     ModelStore(registered).load_initial()  # publishes version 1 to the cache
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry is the dead store
-    dead = _settings(registered.home, f"http://127.0.0.1:{free_port()}")
+    dead = registry_settings(registered.home, f"http://127.0.0.1:{free_port()}")
     store = ModelStore(dead)
     started = time.monotonic()
     store.load_initial()
@@ -92,7 +59,7 @@ def test_unreachable_registry_falls_back_to_the_last_known_good_copy_in_bounded_
 
 
 def test_no_registry_and_no_copy_means_not_ready_with_a_reason(tmp_path: Path) -> None:
-    store = ModelStore(_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    store = ModelStore(registry_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
     store.load_initial()
     assert store.current is None
     assert store.problem is not None and "no last known good copy" in store.problem
@@ -104,7 +71,7 @@ def test_other_workers_adopt_a_published_model(
     reloading, watching = ModelStore(registered), ModelStore(registered)
     reloading.load_initial()
     watching.load_initial()
-    _register(trained_model_dir, run_metric=0.5)  # version 2 becomes champion
+    register_champion(trained_model_dir, run_metric=0.5)  # version 2 becomes champion
     before, served = reloading.reload()
     assert (before, served.version) == ("1", "2")
     assert watching.current is not None and watching.current.version == "1"
@@ -121,7 +88,7 @@ def test_a_model_that_does_not_reproduce_its_golden_rows_is_refused(
     golden = json.loads((tampered / "golden.json").read_text())
     golden["expected"][0]["probabilities"]["sql"] += 0.01
     (tampered / "golden.json").write_text(json.dumps(golden))
-    store = ModelStore(_settings(tmp_path, "unused", model_uri=str(trained_model_dir)))
+    store = ModelStore(registry_settings(tmp_path, "unused", model_uri=str(trained_model_dir)))
     store.load_initial()
     assert store.current is not None
     store.settings.model_uri = str(tampered)
@@ -134,7 +101,7 @@ def test_a_cached_copy_of_another_model_uri_is_never_adopted(
     registered: ServingSettings, trained_model_dir: Path
 ) -> None:
     ModelStore(registered).load_initial()  # caches the registry champion
-    local = _settings(registered.home, "unused", model_uri=str(trained_model_dir))
+    local = registry_settings(registered.home, "unused", model_uri=str(trained_model_dir))
     store = ModelStore(local)
     store.load_initial()
     assert store.current is not None and store.current.source == "local"
@@ -146,7 +113,7 @@ def test_a_model_trained_on_another_spec_is_refused(
     tmp_path: Path, trained_model_dir: Path
 ) -> None:
     store = ModelStore(
-        _settings(tmp_path, "unused", model_uri=str(trained_model_dir), spec="x_education")
+        registry_settings(tmp_path, "unused", model_uri=str(trained_model_dir), spec="x_education")
     )
     store.load_initial()
     assert store.current is None
@@ -180,12 +147,12 @@ def test_a_registry_kept_apart_from_the_tracking_store_is_where_the_champion_is_
     shutil.copy(mlflow_home / "mlflow.db", registry_db)  # an empty, migrated store
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry_uri)
     mlflow.set_registry_uri(registry_uri)
-    assert _register(trained_model_dir) == "1"
+    assert register_champion(trained_model_dir) == "1"
     tracking = mlflow.get_tracking_uri()
     tracking_only = mlflow.MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     assert tracking_only.search_registered_models() == []  # the champion is not there
 
-    store = ModelStore(_settings(mlflow_home, mlflow.get_tracking_uri()))
+    store = ModelStore(registry_settings(mlflow_home, mlflow.get_tracking_uri()))
     store.load_initial()
 
     assert store.current is not None

@@ -15,39 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from models.golden import write_golden
-from models.pyfunc import ARTIFACT_KEY, ReadinessPyfunc, signature
 from models.readiness import ReadinessModel
 from serving import replay as replays
 from serving.app import create_app
 from tests.api.test_api import ADMIN, SALES, crm, lead, make_settings
+from tests.registered_models import MODEL, register_champion
 from training import registry
 
-MODEL = "lead-readiness"
 pytestmark = pytest.mark.slow  # two registrations and model checks in subprocesses (~20 s)
 
 
 def register(folder: Path) -> str:
-    """Log ``folder`` as an MLflow model, register it and make it champion."""
-    model = ReadinessModel.load(folder)
-    golden = json.loads((folder / "golden.json").read_text())["records"]
-    with mlflow.start_run() as run:
-        mlflow.log_metric("test_sql_pr_auc", 0.5)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ReadinessPyfunc(),
-            artifacts={ARTIFACT_KEY: str(folder)},
-            signature=signature(model.builder.spec, model.stages),
-            input_example=pd.DataFrame(golden[:2]),
-            pip_requirements=["mlflow"],
-        )
-    version = registry.register(info.model_uri, name=MODEL, run_id=run.info.run_id)
-    registry.promote(MODEL, metric="test_sql_pr_auc", force=True)
-    return version.version
+    """Register ``folder`` and make it champion."""
+    return register_champion(folder, run_metric=0.5)
 
 
 def other_policy(folder: Path, target: Path) -> Path:

@@ -21,7 +21,7 @@ from leadscore.cli import main as leadscore
 from serving.batch import job as batch_job
 from serving.settings import ServingSettings
 from tests.api.test_hardening_models import register_broken, truncated
-from tests.api.test_model_store import MODEL, _register
+from tests.registered_models import MODEL, register_champion
 
 #: One SparkSession per test process: make test's ``--dist loadgroup`` keeps these together.
 pytestmark = pytest.mark.xdist_group("spark")
@@ -86,7 +86,7 @@ def test_spark_scores_equal_the_single_machine_scores_row_by_row(
 ) -> None:
     from serving.batch.spark import score_tables
 
-    assert _register(trained_model_dir) == "1"
+    assert register_champion(trained_model_dir) == "1"
     settings = settings_for(mlflow_home)
     leads, actions = ten_thousand / "leads.csv", ten_thousand / "actions.csv"
     want = local_scores(leads, actions, mlflow_home / "local.parquet", settings)
@@ -137,7 +137,7 @@ def test_a_missing_or_corrupt_version_fails_in_one_line_before_any_output(
     pytest.importorskip("pyspark")
     import mlflow
 
-    assert _register(trained_model_dir) == "1"
+    assert register_champion(trained_model_dir) == "1"
     if version == "corrupt":
         assert (
             register_broken(truncated(trained_model_dir, tmp_path / "b"), trained_model_dir, 0.5)
