@@ -14,7 +14,7 @@ from serving.json_body import api_router
 from serving.model_store import ModelLoadError, ModelStore, ReloadBusyError, ServedModel
 from serving.openapi import problems
 from serving.problems import ProblemError
-from serving.schemas import ModelInfo
+from serving.response_models import ModelInfo
 from serving.security import require
 
 

@@ -20,7 +20,7 @@ from serving.deps import scorelog
 from serving.json_body import api_router
 from serving.openapi import problems
 from serving.problems import FieldError, ProblemError
-from serving.schemas import RankedPage
+from serving.response_models import RankedPage
 from serving.security import require
 from serving.settings import ServingSettings
 

@@ -22,7 +22,8 @@ from serving.deps import scorelog
 from serving.json_body import api_router
 from serving.openapi import problems
 from serving.problems import FieldError, ProblemError
-from serving.schemas import OutcomeOut, idempotency_key, outcome_model, spec_stages
+from serving.response_models import OutcomeOut
+from serving.schemas import idempotency_key, outcome_model, spec_stages
 from serving.security import require
 
 

@@ -28,7 +28,7 @@ from serving.json_body import api_router
 from serving.model_store import ModelLoadError, ModelStore, ServedModel
 from serving.openapi import problems
 from serving.problems import RETRY_AFTER_S, ProblemError
-from serving.schemas import LoggedScoreOut
+from serving.response_models import LoggedScoreOut
 from serving.security import require_any
 from serving.settings import ServingSettings
 

@@ -32,8 +32,9 @@ from serving.model_store import ServedModel
 from serving.openapi import problems
 from serving.problems import INTERNAL_TYPE, FieldError, ProblemError, storage_unavailable
 from serving.readiness import Readiness
+from serving.response_models import BatchOut, ScoreOut
 from serving.responses import FastJSONResponse
-from serving.schemas import BatchOut, ScoreOut, batch_model, lead_model, to_record
+from serving.schemas import batch_model, lead_model, to_record
 from serving.security import require
 from serving.settings import ServingSettings
 
