@@ -32,7 +32,7 @@ from features.spec import load_spec
 from scorelog import ScoreLog, make_engine, migrate
 from scorelog.events import ChangeEvents
 from scorelog.inputs import pack_input, spec_version_of
-from scorelog.store import ScoreRow
+from scorelog.rows import ScoreRow
 from serving.model_store import ModelStore, ServedModel
 from serving.rescore import rescore
 from serving.settings import ServingSettings

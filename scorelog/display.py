@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import JSON, Connection, Engine, bindparam, select, text
 
 from scorelog.event_tables import LeadDisplay
-from scorelog.store import ScoreRow
+from scorelog.rows import ScoreRow
 from scorelog.tables import UTCDateTime
 
 _UPSERT = text(

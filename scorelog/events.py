@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 
 from scorelog.event_tables import ScoreEvent
-from scorelog.store import ScoreRow
+from scorelog.rows import ScoreRow
 from scorelog.tables import LeadLatest, Score
 
 log = logging.getLogger(__name__)

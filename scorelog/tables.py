@@ -14,7 +14,7 @@
   gone), so "pruned" and "never stored" can be told apart.
 * ``outcomes``: what really happened to a lead (the labels of the next training run), unique
   on the client's idempotency key so a retried call writes one row; ``reason`` says why
-  sales rejected a lead (one of :data:`scorelog.store.REJECTION_REASONS`).
+  sales rejected a lead (one of :data:`scorelog.rows.REJECTION_REASONS`).
 
 Every index on ``lead_latest`` ends in ``(score DESC, lead_id)``: the board's order, so a
 page (filtered or not) is read in index order without sorting and keyset pagination can

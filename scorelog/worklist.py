@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Exists, exists, select
 
 from scorelog.events import CREATED, Event, events_since
-from scorelog.store import RANKED_COLUMNS, RankedLead
+from scorelog.rows import RANKED_COLUMNS, RankedLead
 from scorelog.tables import LeadLatest, Outcome, ScoreInput
 
 #: Outcomes that mean someone already talked to the lead (or it is decided).

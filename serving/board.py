@@ -43,15 +43,15 @@ from starlette.concurrency import run_in_threadpool
 
 from features.spec import CategoricalField, FeatureSpec, load_spec
 from scorelog.display import display_of
-from scorelog.store import (
+from scorelog.rows import (
     REASONED_OUTCOMES,
     REJECTION_REASONS,
     OutcomeConflictError,
     OutcomeRow,
     RankedLead,
-    ScoreLog,
     ScoreRow,
 )
+from scorelog.store import ScoreLog
 from serving import outcome_events
 from serving.board_chart import score_chart
 from serving.cursor import decode_cursor, encode_cursor

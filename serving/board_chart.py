@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from scorelog.store import OutcomeRow, ScoreRow
+from scorelog.rows import OutcomeRow, ScoreRow
 
 WIDTH, HEIGHT = 640, 200
 #: Room for the axis labels: left, right, top, bottom.

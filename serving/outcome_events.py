@@ -1,7 +1,7 @@
 """Recording an outcome once: what counts as "the same event" when a call is retried.
 
 The store refuses an idempotency key that comes back with a different outcome
-(:class:`~scorelog.store.OutcomeConflictError`). The API is more precise about what
+(:class:`~scorelog.rows.OutcomeConflictError`). The API is more precise about what
 "different" means: the note is a comment on the event, not part of it (the derived key
 leaves it out for that reason), so a retry that only corrects the note is the same
 event, already recorded, not a conflict. The stored event, not the retried one, is
@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from scorelog.history import lead_first_score
-from scorelog.store import OutcomeConflictError, OutcomeRow, ScoreLog
+from scorelog.rows import OutcomeConflictError, OutcomeRow
+from scorelog.store import ScoreLog
 
 
 def stored_event(log: ScoreLog, row: OutcomeRow) -> OutcomeRow | None:

@@ -39,7 +39,8 @@ from scorelog.engine import make_engine, migrate
 from scorelog.events import ChangeEvents
 from scorelog.inputs import InputFormatError, pack_input, spec_version_of, unpack_input
 from scorelog.rescore_runs import exclusive, finish_run, last_started, start_run
-from scorelog.store import ScoreLog, ScoreRow
+from scorelog.rows import ScoreRow
+from scorelog.store import ScoreLog
 from scorelog.worklist import OpenLead, iter_open_leads
 from serving.model_store import ModelLoadError, ModelStore, ServedModel
 from serving.settings import ServingSettings

@@ -59,7 +59,7 @@ from features.spec import (
     LifecycleLabel,
     NumericField,
 )
-from scorelog.store import REASONED_OUTCOMES, REJECTION_REASONS, RejectionReason
+from scorelog.rows import REASONED_OUTCOMES, REJECTION_REASONS, RejectionReason
 from serving.problems import FieldError, Problem
 
 __all__ = [

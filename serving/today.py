@@ -28,7 +28,8 @@ from starlette.concurrency import run_in_threadpool
 
 from features.spec import load_spec
 from scorelog.display import display_of
-from scorelog.store import RankedLead, ScoreLog
+from scorelog.rows import RankedLead
+from scorelog.store import ScoreLog
 from scorelog.worklist import Movement, assign, movements, uncontacted
 from serving import board
 from serving.deps import scorelog

@@ -117,7 +117,7 @@ def write_log(
 
 
 def _score_row(row: dict[str, Any], served: ServedModel, request_id: str) -> Any:
-    from scorelog.store import ScoreRow
+    from scorelog.rows import ScoreRow
 
     stages = served.model.stages
     return ScoreRow(

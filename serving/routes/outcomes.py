@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from features.spec import FeatureSpec
-from scorelog.store import OutcomeConflictError, OutcomeRow, ScoreLog
+from scorelog.rows import OutcomeConflictError, OutcomeRow
+from scorelog.store import ScoreLog
 from serving import outcome_events
 from serving.deps import scorelog
 from serving.json_body import api_router

@@ -23,7 +23,8 @@ from features.spec import FeatureSpec, normalise_token
 from models.readiness import LeadScore, ReadinessModel
 from scorelog.engine import describe_error, is_unavailable
 from scorelog.inputs import pack_input, spec_version_of
-from scorelog.store import ScoreLog, ScoreRow
+from scorelog.rows import ScoreRow
+from scorelog.store import ScoreLog
 from serving import metrics
 from serving.batcher import ScoringBatcher
 from serving.deps import readiness, scorelog, scoring_batcher, served_model

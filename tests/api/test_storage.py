@@ -36,7 +36,7 @@ from scorelog import (
     migrate,
 )
 from scorelog.engine import SQLITE_BEGIN, alembic_config
-from scorelog.store import OutcomeConflictError
+from scorelog.rows import OutcomeConflictError
 from scorelog.tables import Base
 from tests.scorelog_db import db_url, engine
 

@@ -13,7 +13,8 @@ from monitoring.collect import read_window, records_for
 from scorelog.columns import count_by, score_ids
 from scorelog.history import iter_scores
 from scorelog.inputs import pack_input
-from scorelog.store import ScoreLog, ScoreRow
+from scorelog.rows import ScoreRow
+from scorelog.store import ScoreLog
 from tests.scorelog_db import db_url, engine  # noqa: F401  (fixtures)
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
